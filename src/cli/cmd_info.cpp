@@ -1,0 +1,53 @@
+#include <map>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "model/model.h"
+#include "util/error.h"
+
+namespace celer::cli {
+
+int cmd_info(Args& a) {
+    const auto path = a.value({"-m", "--model"});
+    a.finish();
+    if (!path) throw Error("info needs -m FILE");
+    const auto m = load_model(*path);
+    const HParams& hp = m->hp;
+    const auto& f = m->file;
+    fmt::print("file:          {} (GGUF v{}, {:.2f} MiB)\n", f.path(), f.version(), double(f.file_size()) / (1 << 20));
+    if (auto name = f.get_string("general.name")) fmt::print("name:          {}\n", *name);
+    fmt::print("architecture:  {}\n", arch_name(hp.arch));
+    fmt::print("vocab:         {} tokens ({} tokenizer)\n", hp.n_vocab, m->vocab.model_name());
+    fmt::print("layers:        {}\n", hp.n_layer);
+    fmt::print("embedding:     {}\n", hp.n_embd);
+    fmt::print("heads:         {} query, {} key/value (GQA {}), head dim {}\n", hp.n_head, hp.n_head_kv, hp.n_head / hp.n_head_kv,
+               hp.head_dim);
+    fmt::print("feed-forward:  {}\n", hp.n_ff);
+    fmt::print("context:       {} (trained)\n", hp.n_ctx_train);
+    fmt::print("rope:          {} layout, base {}, {} dims, linear scale {}\n",
+               hp.rope_layout == RopeLayout::NeoX ? "neox" : "normal", hp.rope_base, hp.n_rot, 1.0 / hp.rope_freq_scale);
+    fmt::print("rms eps:       {}\n", hp.rms_eps);
+    fmt::print("output:        {}\n", m->tied_output ? "tied to the token embedding" : "separate matrix");
+
+    std::map<std::string_view, std::pair<int, uint64_t>> by_type;
+    uint64_t total = 0, params = 0;
+    for (const auto& t : f.tensors()) {
+        auto& e = by_type[traits(t.type).name];
+        ++e.first;
+        e.second += t.n_bytes;
+        total += t.n_bytes;
+        params += t.n_elements();
+    }
+    fmt::print("parameters:    {:.3f} M in {} tensors, {:.2f} MiB ({:.2f} bits per weight)\n", double(params) / 1e6,
+               f.tensors().size(), double(total) / (1 << 20), 8.0 * double(total) / double(params));
+    for (const auto& [name, e] : by_type)
+        fmt::print("  {:<6} {:>4} tensors {:>10.2f} MiB\n", name, e.first, double(e.second) / (1 << 20));
+    const uint64_t per_tok = m->weight_bytes_per_token();
+    const uint64_t kv_per_tok = uint64_t(hp.n_layer) * (hp.kv_dim() + hp.v_dim()) * sizeof(float);
+    fmt::print("read per generated token: {:.2f} MiB of weights + {} bytes of KV cache per token of context (f32 KV)\n",
+               double(per_tok) / (1 << 20), kv_per_tok);
+    return 0;
+}
+
+}  // namespace celer::cli

@@ -1,0 +1,18 @@
+// One function per subcommand; each returns the process exit code.
+#pragma once
+
+#include "cli/args.h"
+
+namespace celer::cli {
+
+int cmd_run(Args& a);
+int cmd_info(Args& a);
+int cmd_synth(Args& a);
+int cmd_tokenize(Args& a);
+int cmd_bench(Args& a);
+
+// The model a command should use when -m is not given: a small synthetic demo model, written
+// to the cache directory on first use. Returns its path.
+std::string demo_model_path();
+
+}  // namespace celer::cli

@@ -1,0 +1,65 @@
+#include <cstdio>
+#include <string_view>
+
+#include <fmt/format.h>
+
+#include "cli/commands.h"
+#include "util/error.h"
+
+namespace {
+
+constexpr std::string_view kUsage = R"(celer: fast local inference for code models (GGUF)
+
+usage: celer COMMAND [options]
+
+commands:
+  run       -m FILE -p TEXT [-n N] [--temp T] [--seed S] [-t THREADS] [--top-k K] [--top-p P]
+            [--min-p P] [--repeat-penalty R] [--presence-penalty P] [--frequency-penalty F]
+            [-c CTX] [--kernels NAME] [--file PROMPT_FILE]
+            Generate a continuation; only the generated text goes to stdout.
+            Without -m, a small synthetic demo model (random weights) is used.
+  info      -m FILE            Architecture, shapes, tensor types, bytes read per token.
+  tokenize  -m FILE (TEXT | --file PATH) [--special] [--bos]
+            Token ids separated by spaces.
+  bench     -m FILE [-t N] [--prompt N] [--gen N] [--depth N] [--reps N] [--json]
+  synth     --shape NAME [--type TYPE] [--vocab GGUF] [--layers N] [--seed S] -o OUT.gguf
+            Write a model with random weights in the shape of a real one.
+  help      This text.
+
+Get a real model: download a GGUF file of a supported architecture (llama, qwen2, qwen3),
+for example Qwen2.5-Coder-1.5B-Instruct in Q4_K_M or Q8_0, and pass it with -m.
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    using namespace celer::cli;
+    if (argc < 2) {
+        std::fputs(kUsage.data(), stderr);
+        return 2;
+    }
+    const std::string_view cmd = argv[1];
+    try {
+        Args a(argc, argv, 2);
+        if (cmd == "run") return cmd_run(a);
+        if (cmd == "info") return cmd_info(a);
+        if (cmd == "synth") return cmd_synth(a);
+        if (cmd == "tokenize") return cmd_tokenize(a);
+        if (cmd == "bench") return cmd_bench(a);
+        if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+            std::fputs(kUsage.data(), stdout);
+            return 0;
+        }
+        fmt::print(stderr, "celer: unknown command '{}'\n\n{}", cmd, kUsage);
+        return 2;
+    } catch (const celer::Error& e) {
+        fmt::print(stderr, "celer {}: error: {}\n", cmd, e.what());
+        return 1;
+    } catch (const std::bad_alloc&) {
+        fmt::print(stderr, "celer {}: error: out of memory\n", cmd);
+        return 1;
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "celer {}: internal error: {}\n", cmd, e.what());
+        return 3;
+    }
+}

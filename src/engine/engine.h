@@ -1,0 +1,58 @@
+// Engine: a loaded model, its executor and the generation loop. Front ends (CLI, server,
+// agent) talk to this class; it owns no I/O beyond the model file.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/forward.h"
+#include "engine/sampler.h"
+#include "engine/thread_pool.h"
+#include "model/model.h"
+
+namespace celer {
+
+struct EngineOptions {
+    int n_threads = 0;       // 0: one per physical core
+    uint32_t n_ctx = 0;      // 0: the model's training context, at most 4096
+    std::string kernels;     // "" / "auto": best target for this CPU
+};
+
+struct GenerateStats {
+    size_t n_prompt = 0;
+    size_t n_generated = 0;
+    double prefill_s = 0;
+    double decode_s = 0;
+    bool hit_eos = false;
+};
+
+class Engine {
+public:
+    explicit Engine(const std::string& model_path, const EngineOptions& opt = {});
+
+    const Model& model() const { return *model_; }
+    CpuForward& forward() { return *fwd_; }
+    int n_threads() const { return pool_->size(); }
+    std::string_view kernel_target() const { return kernels_->name; }
+
+    // Text to token ids, with BOS in front when asked and the vocabulary wants one.
+    std::vector<TokenId> tokenize(std::string_view text, bool add_bos) const;
+
+    // Clears the cache, prefills `prompt` and samples up to n_predict tokens, stopping early at
+    // end-of-generation. on_text receives whole UTF-8 text as it is produced; returning false
+    // stops generation.
+    GenerateStats generate(std::span<const TokenId> prompt, int n_predict, const SamplerParams& sp,
+                           const std::function<bool(std::string_view text)>& on_text);
+
+private:
+    std::unique_ptr<Model> model_;
+    std::unique_ptr<ThreadPool> pool_;
+    const kernels::CpuKernels* kernels_;
+    std::unique_ptr<CpuForward> fwd_;
+};
+
+}  // namespace celer

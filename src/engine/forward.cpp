@@ -1,0 +1,197 @@
+#include "engine/forward.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "model/reference.h"
+#include "tensor/dequant.h"
+#include "util/error.h"
+
+namespace celer {
+namespace {
+
+void rms_norm(const float* x, const float* w, float* out, size_t n, float eps) {
+    float ss = 0;
+    for (size_t i = 0; i < n; ++i) ss += x[i] * x[i];
+    const float scale = 1.0f / std::sqrt(ss / float(n) + eps);
+    for (size_t i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
+}
+
+}  // namespace
+
+CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx)
+    : m_(m), pool_(pool), k_(k), n_ctx_(n_ctx) {
+    const HParams& hp = m.hp;
+    k_cache_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.kv_dim()));
+    v_cache_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.v_dim()));
+    const size_t B = kMaxBatch;
+    x_.resize(B * hp.n_embd);
+    xn_.resize(B * hp.n_embd);
+    q_.resize(B * hp.q_dim());
+    kv_k_.resize(B * hp.kv_dim());
+    kv_v_.resize(B * hp.v_dim());
+    attn_.resize(B * hp.n_head * hp.head_dim_v);
+    gate_.resize(B * hp.n_ff);
+    up_.resize(B * hp.n_ff);
+    out_.resize(B * hp.n_embd);
+    const size_t widest = std::max<size_t>({hp.n_embd, hp.n_ff, size_t(hp.n_head) * hp.head_dim_v});
+    scratch_.resize(size_t(pool.size()) * widest);
+}
+
+void CpuForward::matmul(const Weight& w, const float* x, size_t n_tok, float* y) {
+    const size_t rows = w.rows;
+    const size_t widest = scratch_.size() / size_t(pool_.size());
+    // Enough tasks to balance threads that run at different speeds, each still a few rows.
+    const size_t n_tasks = std::min<size_t>(std::max<size_t>(rows / 16, 1), size_t(pool_.size()) * 8);
+    const auto fn = k_.matmul[type_index(w.type)];
+    pool_.run(int(n_tasks), [&](int task, int thread) {
+        kernels::MatmulArgs a{};
+        a.w = w.data;
+        a.row_bytes = w.row_bytes;
+        a.cols = w.cols;
+        a.x = x;
+        a.ldx = w.cols;
+        a.n_tok = n_tok;
+        a.y = y;
+        a.ldy = rows;
+        a.row0 = rows * size_t(task) / n_tasks;
+        a.row1 = rows * size_t(task + 1) / n_tasks;
+        a.scratch = scratch_.data() + size_t(thread) * widest;
+        fn(a);
+    });
+}
+
+void CpuForward::rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld) {
+    const HParams& hp = m_.hp;
+    const uint32_t half = hp.n_rot / 2;
+    for (size_t t = 0; t < n_tok; ++t) {
+        const int pos = int(n_past_ + t);
+        for (uint32_t i = 0; i < half; ++i) {
+            const double theta = rope_theta(hp, m_.rope_freq_factors, pos, i);
+            rope_cos_[i] = float(std::cos(theta));
+            rope_sin_[i] = float(std::sin(theta));
+        }
+        for (uint32_t h = 0; h < n_heads; ++h) {
+            float* head = x + t * ld + size_t(h) * hp.head_dim;
+            for (uint32_t i = 0; i < half; ++i) {
+                const uint32_t a = hp.rope_layout == RopeLayout::Normal ? 2 * i : i;
+                const uint32_t b = hp.rope_layout == RopeLayout::Normal ? 2 * i + 1 : i + half;
+                const float x0 = head[a], x1 = head[b];
+                head[a] = x0 * rope_cos_[i] - x1 * rope_sin_[i];
+                head[b] = x0 * rope_sin_[i] + x1 * rope_cos_[i];
+            }
+        }
+    }
+}
+
+// Causal attention with an online softmax: one pass over the keys keeps a running maximum and
+// rescales the partial sums when it grows, so no score buffer of length n_past is needed.
+void CpuForward::attention(uint32_t il, size_t n_tok) {
+    const HParams& hp = m_.hp;
+    const uint32_t group = hp.n_head / hp.n_head_kv;
+    const float scale = 1.0f / std::sqrt(float(hp.head_dim));
+    const float* kc = k_cache_[il].data();
+    const float* vc = v_cache_[il].data();
+    const size_t hv = hp.head_dim_v;
+    pool_.run(int(n_tok * hp.n_head), [&](int task, int thread) {
+        const size_t t = size_t(task) / hp.n_head;
+        const uint32_t h = uint32_t(task) % hp.n_head;
+        const uint32_t kvh = h / group;
+        const float* q = q_.data() + t * hp.q_dim() + size_t(h) * hp.head_dim;
+        float* acc = scratch_.data() + size_t(thread) * (scratch_.size() / size_t(pool_.size()));
+        std::fill(acc, acc + hv, 0.0f);
+        float mx = -INFINITY, sum = 0;
+        const size_t n_keys = n_past_ + t + 1;
+        for (size_t j = 0; j < n_keys; ++j) {
+            const float* kj = kc + j * hp.kv_dim() + size_t(kvh) * hp.head_dim;
+            float s = 0;
+            for (uint32_t d = 0; d < hp.head_dim; ++d) s += q[d] * kj[d];
+            s *= scale;
+            const float* vj = vc + j * hp.v_dim() + size_t(kvh) * hv;
+            if (s > mx) {
+                const float r = std::exp(mx - s);  // exp(-inf) = 0 on the first key
+                sum *= r;
+                for (size_t d = 0; d < hv; ++d) acc[d] *= r;
+                mx = s;
+            }
+            const float p = std::exp(s - mx);
+            sum += p;
+            for (size_t d = 0; d < hv; ++d) acc[d] += p * vj[d];
+        }
+        float* out = attn_.data() + t * hp.n_head * hv + size_t(h) * hv;
+        for (size_t d = 0; d < hv; ++d) out[d] = acc[d] / sum;
+    });
+}
+
+void CpuForward::eval(std::span<const TokenId> tokens, bool all_logits, std::vector<float>& logits) {
+    const HParams& hp = m_.hp;
+    if (tokens.empty()) throw Error("eval: no tokens");
+    if (size_t(n_past_) + tokens.size() > n_ctx_)
+        throw Error(fmt::format("context overflow: {} cached + {} new tokens exceed the context size {}", n_past_, tokens.size(), n_ctx_));
+    for (TokenId t : tokens)
+        if (t < 0 || uint32_t(t) >= hp.n_vocab) throw Error(fmt::format("eval: token id {} is outside the vocabulary of {}", t, hp.n_vocab));
+    logits.resize((all_logits ? tokens.size() : 1) * size_t(hp.n_vocab));
+    for (size_t done = 0; done < tokens.size();) {
+        const size_t n = std::min<size_t>(kMaxBatch, tokens.size() - done);
+        const bool last = done + n == tokens.size();
+        float* out = all_logits ? logits.data() + done * hp.n_vocab : (last ? logits.data() : nullptr);
+        eval_chunk(tokens.subspan(done, n), all_logits, out);
+        done += n;
+    }
+}
+
+void CpuForward::eval_chunk(std::span<const TokenId> tokens, bool all_logits, float* logits_out) {
+    const HParams& hp = m_.hp;
+    const size_t n = tokens.size();
+    const size_t E = hp.n_embd;
+    rope_cos_.resize(hp.n_rot / 2);
+    rope_sin_.resize(hp.n_rot / 2);
+
+    for (size_t t = 0; t < n; ++t) dequantize_row(m_.tok_embd.type, m_.tok_embd.row(uint64_t(tokens[t])), x_.data() + t * E, E);
+
+    for (uint32_t il = 0; il < hp.n_layer; ++il) {
+        const LayerWeights& L = m_.layers[il];
+        for (size_t t = 0; t < n; ++t) rms_norm(x_.data() + t * E, L.attn_norm.data(), xn_.data() + t * E, E, hp.rms_eps);
+        matmul(L.wq, xn_.data(), n, q_.data());
+        matmul(L.wk, xn_.data(), n, kv_k_.data());
+        matmul(L.wv, xn_.data(), n, kv_v_.data());
+        for (size_t t = 0; t < n; ++t) {
+            float* q = q_.data() + t * hp.q_dim();
+            float* k = kv_k_.data() + t * hp.kv_dim();
+            float* v = kv_v_.data() + t * hp.v_dim();
+            for (size_t i = 0; i < L.bq.size(); ++i) q[i] += L.bq[i];
+            for (size_t i = 0; i < L.bk.size(); ++i) k[i] += L.bk[i];
+            for (size_t i = 0; i < L.bv.size(); ++i) v[i] += L.bv[i];
+            if (!L.q_norm.empty())
+                for (uint32_t h = 0; h < hp.n_head; ++h) rms_norm(q + h * hp.head_dim, L.q_norm.data(), q + h * hp.head_dim, hp.head_dim, hp.rms_eps);
+            if (!L.k_norm.empty())
+                for (uint32_t h = 0; h < hp.n_head_kv; ++h) rms_norm(k + h * hp.head_dim, L.k_norm.data(), k + h * hp.head_dim, hp.head_dim, hp.rms_eps);
+        }
+        rope_rows(q_.data(), n, hp.n_head, hp.q_dim());
+        rope_rows(kv_k_.data(), n, hp.n_head_kv, hp.kv_dim());
+        std::copy_n(kv_k_.data(), n * hp.kv_dim(), k_cache_[il].data() + size_t(n_past_) * hp.kv_dim());
+        std::copy_n(kv_v_.data(), n * hp.v_dim(), v_cache_[il].data() + size_t(n_past_) * hp.v_dim());
+        attention(il, n);
+        matmul(L.wo, attn_.data(), n, out_.data());
+        for (size_t i = 0; i < n * E; ++i) x_[i] += out_[i];
+
+        for (size_t t = 0; t < n; ++t) rms_norm(x_.data() + t * E, L.ffn_norm.data(), xn_.data() + t * E, E, hp.rms_eps);
+        matmul(L.w_gate, xn_.data(), n, gate_.data());
+        matmul(L.w_up, xn_.data(), n, up_.data());
+        for (size_t i = 0; i < n * hp.n_ff; ++i) {
+            const float g = gate_[i];
+            gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];
+        }
+        matmul(L.w_down, gate_.data(), n, out_.data());
+        for (size_t i = 0; i < n * E; ++i) x_[i] += out_[i];
+    }
+    n_past_ += uint32_t(n);
+    if (!logits_out) return;
+    const size_t first = all_logits ? 0 : n - 1;
+    for (size_t t = first; t < n; ++t) rms_norm(x_.data() + t * E, m_.output_norm.data(), xn_.data() + t * E, E, hp.rms_eps);
+    matmul(m_.output, xn_.data() + first * E, n - first, logits_out);
+}
+
+}  // namespace celer

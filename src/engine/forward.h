@@ -1,0 +1,51 @@
+// The engine's own forward pass on the CPU: token batches (prefill) and single tokens (decode)
+// over a KV cache, every op data-parallel over the thread pool, matrix products through the
+// kernel table. Its logits are tested against ReferenceForward.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "engine/thread_pool.h"
+#include "kernels/cpu/kernels.h"
+#include "model/model.h"
+
+namespace celer {
+
+class CpuForward {
+public:
+    CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx);
+
+    // Runs `tokens` at positions n_past() onwards and appends them to the cache. Writes the
+    // logits of every token (all_logits) or of the last one into `logits`, n_vocab each.
+    // Throws celer::Error if the context would overflow.
+    void eval(std::span<const TokenId> tokens, bool all_logits, std::vector<float>& logits);
+
+    uint32_t n_past() const { return n_past_; }
+    uint32_t n_ctx() const { return n_ctx_; }
+    void reset() { n_past_ = 0; }
+    // Forgets every position from n on (n <= n_past()).
+    void truncate(uint32_t n) { n_past_ = n < n_past_ ? n : n_past_; }
+
+    static constexpr uint32_t kMaxBatch = 256;
+
+private:
+    void eval_chunk(std::span<const TokenId> tokens, bool all_logits, float* logits_out);
+    void matmul(const Weight& w, const float* x, size_t n_tok, float* y);
+    void attention(uint32_t il, size_t n_tok);
+    void rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld);
+
+    const Model& m_;
+    ThreadPool& pool_;
+    const kernels::CpuKernels& k_;
+    uint32_t n_ctx_;
+    uint32_t n_past_ = 0;
+
+    std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer: (n_ctx, kv_dim), (n_ctx, v_dim)
+    std::vector<float> x_, xn_, q_, kv_k_, kv_v_, attn_, gate_, up_, out_;  // (kMaxBatch, width)
+    std::vector<float> scratch_;                                           // per thread: widest row
+    std::vector<float> rope_cos_, rope_sin_;                               // (n_rot / 2) for one position
+};
+
+}  // namespace celer

@@ -1,0 +1,45 @@
+// CPU kernel table. The engine calls ops through this table, chosen once at start-up from the
+// CPU's features (or forced by name). Each target's kernels live in their own file; the scalar
+// target is the twin every SIMD target is tested against. Kernels know nothing of models: they
+// see typed rows of bytes and float activations.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "tensor/types.h"
+
+namespace celer::kernels {
+
+// y[t * ldy + r] = dot(row r of W, x[t * ldx .. + cols]) for r in [row0, row1), t in [0, n_tok).
+struct MatmulArgs {
+    const uint8_t* w;
+    size_t row_bytes;
+    size_t cols;
+    const float* x;
+    size_t ldx;
+    size_t n_tok;
+    float* y;
+    size_t ldy;
+    size_t row0, row1;
+    float* scratch;  // cols floats, private to the calling thread
+};
+using MatmulFn = void (*)(const MatmulArgs&);
+
+struct CpuKernels {
+    std::string_view name;
+    MatmulFn matmul[kTypeCount];
+};
+
+const CpuKernels& scalar_kernels();
+
+// Names of the targets compiled in whose instructions this CPU can execute, best first.
+std::vector<std::string_view> available_targets();
+
+// Picks the best target, or the named one (also read from CELER_KERNELS when `forced` is
+// empty). Throws celer::Error for a name that is unknown or not executable here.
+const CpuKernels& select_kernels(std::string_view forced = {});
+
+}  // namespace celer::kernels

@@ -1,0 +1,52 @@
+// Scalar target: dequantise one weight row into float (reference decoder), then dot it with
+// every token's activations. Reusing the decoded row across the batch makes prefill cost one
+// decode per row rather than one per row and token.
+#include "kernels/cpu/kernels.h"
+#include <utility>
+
+#include "tensor/dequant.h"
+
+namespace celer::kernels {
+namespace {
+
+float dot(const float* a, const float* b, size_t n) {
+    // Four partial sums: independent dependency chains, and a summation order closer to the
+    // blocked order SIMD targets use.
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; ++i) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+template <TensorType T>
+void matmul(const MatmulArgs& a) {
+    for (size_t r = a.row0; r < a.row1; ++r) {
+        const float* row;
+        if constexpr (T == TensorType::F32) {
+            row = reinterpret_cast<const float*>(a.w + r * a.row_bytes);
+        } else {
+            dequantize_row(T, a.w + r * a.row_bytes, a.scratch, a.cols);
+            row = a.scratch;
+        }
+        for (size_t t = 0; t < a.n_tok; ++t) a.y[t * a.ldy + r] = dot(row, a.x + t * a.ldx, a.cols);
+    }
+}
+
+template <size_t... I>
+constexpr CpuKernels make_table(std::index_sequence<I...>) {
+    return CpuKernels{"scalar", {&matmul<kTypeTraits[I].type>...}};
+}
+
+constexpr CpuKernels kScalar = make_table(std::make_index_sequence<kTypeCount>{});
+
+}  // namespace
+
+const CpuKernels& scalar_kernels() { return kScalar; }
+
+}  // namespace celer::kernels

@@ -1,0 +1,74 @@
+// Vocabulary from GGUF metadata (tokenizer.ggml.*) and the SentencePiece-style encoder that
+// llama-family files use. Byte-level BPE encoders (gpt2, qwen2, ...) join in issue #3; their
+// vocabularies already load and decode here.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "gguf/gguf.h"
+
+namespace celer {
+
+using TokenId = int32_t;
+
+enum class TokenAttr : int32_t { Undefined = 0, Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 };
+
+enum class VocabKind { Spm, Bpe };
+
+class Vocab {
+public:
+    static Vocab load(const gguf::File& f);  // throws celer::Error naming the key at fault
+
+    VocabKind kind() const { return kind_; }
+    const std::string& model_name() const { return model_; }
+    size_t size() const { return tokens_.size(); }
+    std::string_view token(TokenId id) const { return tokens_[size_t(id)]; }
+    float score(TokenId id) const { return scores_.empty() ? 0.0f : scores_[size_t(id)]; }
+    TokenAttr attr(TokenId id) const { return attrs_.empty() ? TokenAttr::Normal : attrs_[size_t(id)]; }
+
+    TokenId bos() const { return bos_; }
+    TokenId eos() const { return eos_; }
+    bool add_bos() const { return add_bos_; }
+    bool is_eog(TokenId id) const { return id == eos_ || id == eot_; }
+
+    // Encodes text without BOS/EOS. With parse_special, the text of control and user-defined
+    // tokens inside `text` becomes those tokens; otherwise it is encoded as plain text.
+    // Throws for vocabularies whose encoder is not built yet.
+    std::vector<TokenId> encode(std::string_view text, bool parse_special = false) const;
+    // The bytes a token stands for (control tokens give nothing).
+    std::string piece(TokenId id) const;
+
+private:
+    void encode_plain(std::string_view text, bool first, std::vector<TokenId>& out) const;
+    void encode_spm(std::string_view text, bool space_prefix, std::vector<TokenId>& out) const;
+    TokenId find(std::string_view s) const;
+
+    VocabKind kind_ = VocabKind::Spm;
+    std::string model_;
+    std::vector<std::string> tokens_;
+    std::vector<float> scores_;
+    std::vector<TokenAttr> attrs_;
+    std::unordered_map<std::string_view, TokenId> index_;
+    std::vector<TokenId> specials_;  // control and user-defined tokens, longest text first
+    TokenId byte_tokens_[256];
+    TokenId bos_ = -1, eos_ = -1, eot_ = -1, unk_ = -1;
+    bool add_bos_ = false;
+    bool add_space_prefix_ = true;
+};
+
+// Joins token pieces into text for streaming, holding back an incomplete UTF-8 sequence until
+// its last byte arrives, so a client never receives half a character.
+class Utf8Stream {
+public:
+    std::string push(std::string_view bytes);
+    std::string flush();  // whatever is held back, even if incomplete
+
+private:
+    std::string pending_;
+};
+
+}  // namespace celer

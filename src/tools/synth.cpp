@@ -1,0 +1,269 @@
+#include "tools/synth.h"
+
+#include <algorithm>
+#include <cmath>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "engine/thread_pool.h"
+#include "gguf/writer.h"
+#include "tensor/dequant.h"
+#include "util/error.h"
+
+namespace celer::synth {
+namespace {
+
+// Shapes from each model's published config.json.
+const std::vector<Shape> kShapes = {
+    {"qwen2.5-coder-0.5b", Arch::Qwen2, 151936, 896, 24, 14, 2, 64, 4864, 32768, 1e6f, 1e-6f, 1, true},
+    {"qwen2.5-coder-1.5b", Arch::Qwen2, 151936, 1536, 28, 12, 2, 128, 8960, 32768, 1e6f, 1e-6f, 1, true},
+    {"qwen2.5-coder-7b", Arch::Qwen2, 152064, 3584, 28, 28, 4, 128, 18944, 32768, 1e6f, 1e-6f, 1, false},
+    {"deepseek-coder-1.3b", Arch::Llama, 32256, 2048, 24, 16, 16, 128, 5504, 16384, 1e5f, 1e-6f, 4, false},
+    {"deepseek-coder-6.7b", Arch::Llama, 32256, 4096, 32, 32, 32, 128, 11008, 16384, 1e5f, 1e-6f, 4, false},
+    {"qwen3-0.6b", Arch::Qwen3, 151936, 1024, 28, 16, 8, 128, 3072, 40960, 1e6f, 1e-6f, 1, true},
+    // Tiny shapes for tests: K-quant friendly widths (multiples of 256), GQA, scaled RoPE.
+    {"tiny-llama", Arch::Llama, 512, 256, 2, 4, 2, 64, 512, 1024, 1e4f, 1e-5f, 2, false},
+    {"tiny-qwen2", Arch::Qwen2, 512, 256, 2, 4, 1, 64, 768, 1024, 1e6f, 1e-6f, 1, true},
+    {"tiny-qwen3", Arch::Qwen3, 512, 256, 2, 4, 2, 128, 512, 1024, 1e6f, 1e-6f, 1, false},
+};
+
+struct TypePlan {
+    std::string_view name;
+    TensorType base;
+    bool k_mix;       // Q4_K_M / Q5_K_M: Q6_K for the output and for some attn_v / ffn_down
+    uint32_t ftype;   // llama.cpp's general.file_type
+};
+
+const TypePlan kPlans[] = {
+    {"f32", TensorType::F32, false, 0},    {"f16", TensorType::F16, false, 1},   {"bf16", TensorType::BF16, false, 32},
+    {"q8_0", TensorType::Q8_0, false, 7},  {"q4_0", TensorType::Q4_0, false, 2}, {"q4_k", TensorType::Q4_K, false, 14},
+    {"q5_k", TensorType::Q5_K, false, 16}, {"q6_k", TensorType::Q6_K, false, 18}, {"q4_k_m", TensorType::Q4_K, true, 15},
+    {"q5_k_m", TensorType::Q5_K, true, 17},
+};
+
+// The layers that llama.cpp's _M mixes give more bits: the first and last eighth, and every
+// third layer in between.
+bool more_bits(uint32_t il, uint32_t n) { return il < n / 8 || il >= 7 * n / 8 || (il - n / 8) % 3 == 2; }
+
+// A row length that does not divide into the chosen blocks falls back to a type that fits,
+// as llama.cpp's quantizer does (it uses Q5_0/Q5_1 for some; celer's nearest is Q8_0).
+TensorType fit(TensorType t, uint64_t cols) {
+    if (cols % traits(t).block_elems == 0) return t;
+    if (cols % 32 == 0) return TensorType::Q8_0;
+    return TensorType::F16;
+}
+
+uint64_t splitmix(uint64_t& s) {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+uint64_t hash_name(std::string_view s, uint64_t seed) {
+    uint64_t h = 1469598103934665603ull ^ seed;
+    for (char c : s) h = (h ^ uint8_t(c)) * 1099511628211ull;
+    return h;
+}
+
+struct Gen {
+    float center, spread;  // uniform in center +- spread
+};
+
+struct TensorPlan {
+    std::string name;
+    TensorType type;
+    uint64_t cols, rows;
+    Gen gen;
+};
+
+void generated_vocab(gguf::Writer& w, uint32_t n_vocab) {
+    std::vector<std::string> tok;
+    std::vector<float> score;
+    std::vector<int32_t> type;
+    auto add = [&](std::string s, int32_t t) {
+        tok.push_back(std::move(s));
+        score.push_back(-float(tok.size()));
+        type.push_back(t);
+    };
+    add("<unk>", 2);
+    add("<s>", 3);
+    add("</s>", 3);
+    for (int b = 0; b < 256; ++b) add(fmt::format("<0x{:02X}>", b), 6);
+    // Word pieces: "▁" + letters, then bare letters, enumerated short to long.
+    const std::string space = "\xE2\x96\x81";
+    for (int len = 1; tok.size() < n_vocab && len <= 3; ++len) {
+        int count = 1;
+        for (int i = 0; i < len; ++i) count *= 26;
+        for (int prefix = 0; prefix < 2; ++prefix)
+            for (int k = 0; k < count && tok.size() < n_vocab; ++k) {
+                std::string s = prefix ? space : "";
+                int v = k;
+                for (int i = 0; i < len; ++i, v /= 26) s += char('a' + v % 26);
+                add(s, 1);
+            }
+    }
+    while (tok.size() < n_vocab) add(fmt::format("[PAD{}]", tok.size()), 5);
+    std::vector<std::string_view> views(tok.begin(), tok.end());
+    w.set_string("tokenizer.ggml.model", "llama");
+    w.set_string("tokenizer.ggml.pre", "default");
+    w.set_string_array("tokenizer.ggml.tokens", views);
+    w.set_f32_array("tokenizer.ggml.scores", score);
+    w.set_i32_array("tokenizer.ggml.token_type", type);
+    w.set_u32("tokenizer.ggml.bos_token_id", 1);
+    w.set_u32("tokenizer.ggml.eos_token_id", 2);
+    w.set_u32("tokenizer.ggml.unknown_token_id", 0);
+    w.set_bool("tokenizer.ggml.add_bos_token", true);
+}
+
+// Copies every tokenizer.* entry of another GGUF, padding the token arrays to n_vocab rows as
+// real Qwen files do (the embedding has more rows than the tokenizer has tokens).
+uint32_t copied_vocab(gguf::Writer& w, const gguf::File& src, uint32_t n_vocab) {
+    const auto tokens = src.get_string_array("tokenizer.ggml.tokens");
+    if (tokens.empty()) src.fail("tokenizer.ggml.tokens", "missing: not a file with a vocabulary");
+    const uint32_t n = std::max<uint32_t>(n_vocab, uint32_t(tokens.size()));
+    std::vector<std::string> pads;
+    for (size_t i = tokens.size(); i < n; ++i) pads.push_back(fmt::format("[PAD{}]", i));
+    for (const auto& [key, value] : src.metadata()) {
+        if (!key.starts_with("tokenizer.")) continue;
+        if (key == "tokenizer.ggml.tokens") {
+            std::vector<std::string_view> v(tokens.begin(), tokens.end());
+            v.insert(v.end(), pads.begin(), pads.end());
+            w.set_string_array(key, v);
+        } else if (key == "tokenizer.ggml.scores") {
+            auto v = src.get_f32_array(key);
+            v.resize(n, -1e9f);
+            w.set_f32_array(key, v);
+        } else if (key == "tokenizer.ggml.token_type") {
+            auto v = src.get_i32_array(key);
+            v.resize(n, 4);  // user-defined, as the padding entries of real files are
+            w.set_i32_array(key, v);
+        } else {
+            w.copy_value(key, value);
+        }
+    }
+    return n;
+}
+
+}  // namespace
+
+const std::vector<Shape>& shapes() { return kShapes; }
+
+const Shape* find_shape(std::string_view name) {
+    for (const auto& s : kShapes)
+        if (s.name == name) return &s;
+    return nullptr;
+}
+
+std::vector<std::string_view> type_names() {
+    std::vector<std::string_view> v;
+    for (const auto& p : kPlans) v.push_back(p.name);
+    return v;
+}
+
+void write_model(const Options& opt, const std::string& out_path) {
+    const Shape* sp = find_shape(opt.shape);
+    if (!sp) {
+        std::vector<std::string_view> names;
+        for (const auto& s : kShapes) names.push_back(s.name);
+        throw Error(fmt::format("synth: unknown shape '{}' (known: {})", opt.shape, fmt::join(names, ", ")));
+    }
+    const TypePlan* plan = nullptr;
+    for (const auto& p : kPlans)
+        if (p.name == opt.type) plan = &p;
+    if (!plan) throw Error(fmt::format("synth: unknown type '{}' (known: {})", opt.type, fmt::join(type_names(), ", ")));
+    Shape s = *sp;
+    if (opt.n_layer) s.n_layer = *opt.n_layer;
+    const char* a = arch_name(s.arch);
+
+    gguf::Writer w;
+    w.set_string("general.architecture", a);
+    w.set_string("general.name", fmt::format("celer synthetic {} {}", s.name, plan->name));
+    w.set_u32("general.file_type", plan->ftype);
+    w.set_u32("general.quantization_version", 2);
+    w.set_u32(fmt::format("{}.context_length", a), s.n_ctx);
+    w.set_u32(fmt::format("{}.embedding_length", a), s.n_embd);
+    w.set_u32(fmt::format("{}.block_count", a), s.n_layer);
+    w.set_u32(fmt::format("{}.feed_forward_length", a), s.n_ff);
+    w.set_u32(fmt::format("{}.attention.head_count", a), s.n_head);
+    w.set_u32(fmt::format("{}.attention.head_count_kv", a), s.n_head_kv);
+    if (s.head_dim * s.n_head != s.n_embd) {
+        w.set_u32(fmt::format("{}.attention.key_length", a), s.head_dim);
+        w.set_u32(fmt::format("{}.attention.value_length", a), s.head_dim);
+    }
+    w.set_u32(fmt::format("{}.rope.dimension_count", a), s.head_dim);
+    w.set_f32(fmt::format("{}.rope.freq_base", a), s.rope_base);
+    w.set_f32(fmt::format("{}.attention.layer_norm_rms_epsilon", a), s.rms_eps);
+    if (s.rope_linear != 1.0f) {
+        w.set_string(fmt::format("{}.rope.scaling.type", a), "linear");
+        w.set_f32(fmt::format("{}.rope.scaling.factor", a), s.rope_linear);
+    }
+    uint32_t n_vocab = s.n_vocab;
+    if (opt.vocab_from.empty()) {
+        generated_vocab(w, n_vocab);
+    } else {
+        const gguf::File src = gguf::File::open(opt.vocab_from);
+        n_vocab = copied_vocab(w, src, n_vocab);
+    }
+
+    // Matrices get std 1/sqrt(cols) so activations keep unit scale through the layers.
+    auto mat = [&](std::string name, TensorType t, uint64_t cols, uint64_t rows) {
+        return TensorPlan{std::move(name), fit(t, cols), cols, rows, {0.0f, std::sqrt(3.0f / float(cols))}};
+    };
+    auto vec = [&](std::string name, uint64_t n, Gen g) { return TensorPlan{std::move(name), TensorType::F32, n, 1, g}; };
+    const TensorType base = plan->base;
+    const TensorType hi = plan->k_mix ? TensorType::Q6_K : base;
+    std::vector<TensorPlan> plans;
+    plans.push_back(mat("token_embd.weight", s.tied ? hi : base, s.n_embd, n_vocab));
+    plans.back().gen = {0.0f, 1.0f};
+    plans.push_back(vec("output_norm.weight", s.n_embd, {1.0f, 0.2f}));
+    if (!s.tied) plans.push_back(mat("output.weight", hi, s.n_embd, n_vocab));
+    const uint32_t q_dim = s.n_head * s.head_dim, kv_dim = s.n_head_kv * s.head_dim;
+    for (uint32_t il = 0; il < s.n_layer; ++il) {
+        const std::string p = fmt::format("blk.{}.", il);
+        const TensorType mixed = plan->k_mix && more_bits(il, s.n_layer) ? TensorType::Q6_K : base;
+        plans.push_back(vec(p + "attn_norm.weight", s.n_embd, {1.0f, 0.2f}));
+        plans.push_back(mat(p + "attn_q.weight", base, s.n_embd, q_dim));
+        plans.push_back(mat(p + "attn_k.weight", base, s.n_embd, kv_dim));
+        plans.push_back(mat(p + "attn_v.weight", mixed, s.n_embd, kv_dim));
+        if (s.arch == Arch::Qwen2) {
+            plans.push_back(vec(p + "attn_q.bias", q_dim, {0.0f, 0.1f}));
+            plans.push_back(vec(p + "attn_k.bias", kv_dim, {0.0f, 0.1f}));
+            plans.push_back(vec(p + "attn_v.bias", kv_dim, {0.0f, 0.1f}));
+        }
+        if (s.arch == Arch::Qwen3) {
+            plans.push_back(vec(p + "attn_q_norm.weight", s.head_dim, {1.0f, 0.2f}));
+            plans.push_back(vec(p + "attn_k_norm.weight", s.head_dim, {1.0f, 0.2f}));
+        }
+        plans.push_back(mat(p + "attn_output.weight", base, q_dim, s.n_embd));
+        plans.push_back(vec(p + "ffn_norm.weight", s.n_embd, {1.0f, 0.2f}));
+        plans.push_back(mat(p + "ffn_gate.weight", base, s.n_embd, s.n_ff));
+        plans.push_back(mat(p + "ffn_up.weight", base, s.n_embd, s.n_ff));
+        plans.push_back(mat(p + "ffn_down.weight", mixed, s.n_ff, s.n_embd));
+    }
+    for (const auto& t : plans) {
+        std::vector<uint64_t> ne = {t.cols};
+        if (t.rows > 1) ne.push_back(t.rows);
+        w.add_tensor(t.name, t.type, ne);
+    }
+
+    ThreadPool pool(opt.n_threads > 0 ? opt.n_threads : default_thread_count());
+    w.write(out_path, [&](size_t i, std::span<uint8_t> out) {
+        const TensorPlan& t = plans[i];
+        const size_t rb = row_bytes(t.type, t.cols);
+        const uint64_t seed = hash_name(t.name, opt.seed);
+        const int n_tasks = int(std::min<uint64_t>(t.rows, 64));
+        pool.run(n_tasks, [&](int task, int) {
+            std::vector<float> row(t.cols);
+            const uint64_t r0 = t.rows * uint64_t(task) / uint64_t(n_tasks), r1 = t.rows * uint64_t(task + 1) / uint64_t(n_tasks);
+            for (uint64_t r = r0; r < r1; ++r) {
+                uint64_t st = seed ^ (r * 0x9e3779b97f4a7c15ull);
+                for (auto& v : row) v = t.gen.center + t.gen.spread * (float(splitmix(st) >> 40) * (2.0f / 16777216.0f) - 1.0f);
+                quantize_row(t.type, row.data(), out.data() + r * rb, t.cols);
+            }
+        });
+    });
+}
+
+}  // namespace celer::synth
