@@ -76,6 +76,7 @@ public:
     uint32_t version() const { return version_; }
     uint32_t alignment() const { return alignment_; }
     uint64_t data_offset() const { return data_offset_; }
+    uint64_t metadata_end() const { return kv_end_; }  // first byte after the key-value section
     uint64_t file_size() const { return bytes_.size(); }
 
     const std::vector<std::pair<std::string, Value>>& metadata() const { return kv_; }
@@ -105,6 +106,7 @@ private:
     uint32_t version_ = 0;
     uint32_t alignment_ = kDefaultAlignment;
     uint64_t data_offset_ = 0;
+    uint64_t kv_end_ = 0;
     std::vector<std::pair<std::string, Value>> kv_;
     std::unordered_map<std::string_view, size_t> kv_index_;
     std::vector<TensorInfo> tensors_;

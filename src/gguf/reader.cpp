@@ -183,6 +183,7 @@ void File::parse_all() {
         if (!kv_index_.emplace(key, kv_.size()).second) fail(field, "duplicate key");
         kv_.emplace_back(std::string(key), std::move(v));
     }
+    kv_end_ = c.pos();
     // The index was keyed by views into the mapping; re-key it by the owned strings.
     kv_index_.clear();
     for (size_t k = 0; k < kv_.size(); ++k) kv_index_.emplace(kv_[k].first, k);

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Command-line contracts of build/celer (DEVELOPERS.md): what goes to stdout, exit codes, errors.
+set -u
+celer=$1
+shared=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+check() {  # check NAME COMMAND...: the command must succeed
+    if "${@:2}"; then pass=$((pass + 1)); else echo "FAIL: $1"; fail=$((fail + 1)); fi
+}
+
+"$celer" synth --shape tiny-llama --type q4_0 --layers 1 -o "$tmp/m.gguf" 2>/dev/null
+check "synth writes a file" test -s "$tmp/m.gguf"
+out=$("$celer" run -m "$tmp/m.gguf" -p "hello" -n 8 --temp 0 --seed 3 -t 2 2>"$tmp/err")
+check "run exits 0" test $? -eq 0
+check "run stdout has no log lines" bash -c "! grep -q 'celer' <<<\"\$0\"" "$out"
+check "run stats go to stderr" grep -q "tok/s" "$tmp/err"
+out2=$("$celer" run -m "$tmp/m.gguf" -p "hello" -n 8 --temp 0.9 --seed 3 2>/dev/null)
+out3=$("$celer" run -m "$tmp/m.gguf" -p "hello" -n 8 --temp 0.9 --seed 3 2>/dev/null)
+check "a seed reproduces sampled output" test "$out2" = "$out3"
+
+if [ -f "$shared/models/stories260K.gguf" ]; then
+    got=$("$celer" run -m "$shared/models/stories260K.gguf" -p "Once upon a time" -n 64 --temp 0 2>/dev/null)
+    want=$', there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.\nLily\'s mom said'
+    check "stories260K greedy text" test "$got" = "$want"
+    check "tokenize prints ids" test "$("$celer" tokenize -m "$shared/models/stories260K.gguf" "Once upon a time")" = "403 407 261 378"
+    printf 'Once upon a time' >"$tmp/p.txt"
+    check "tokenize --file" test "$("$celer" tokenize -m "$shared/models/stories260K.gguf" --file "$tmp/p.txt")" = "403 407 261 378"
+else
+    echo "SKIP: ../shared is absent (stories260K checks)"
+fi
+
+json=$("$celer" bench -m "$tmp/m.gguf" --prompt 16 --gen 4 --reps 1 --json 2>/dev/null)
+check "bench --json has prefill_tok_s" grep -q '"prefill_tok_s"' <<<"$json"
+check "bench --json has decode_tok_s" grep -q '"decode_tok_s"' <<<"$json"
+check "bench --json is one line" test "$(wc -l <<<"$json")" -eq 1
+check "info runs" bash -c "'$celer' info -m '$tmp/m.gguf' | grep -q 'architecture:  llama'"
+
+head -c 1000 "$tmp/m.gguf" >"$tmp/cut.gguf"
+"$celer" run -m "$tmp/cut.gguf" -p x -n 1 >"$tmp/out" 2>"$tmp/err"
+code=$?
+check "truncated file exits 1" test $code -eq 1
+check "truncated file: one-line error naming the file" bash -c "[ \$(wc -l <'$tmp/err') -eq 1 ] && grep -q 'cut.gguf' '$tmp/err'"
+check "truncated file: nothing on stdout" test ! -s "$tmp/out"
+"$celer" run -m "$tmp/m.gguf" --bogus 1 >/dev/null 2>"$tmp/err"
+check "unknown option exits 1" test $? -eq 1
+check "unknown option is named" grep -q -- "--bogus" "$tmp/err"
+CELER_HOME="$tmp/home" "$celer" run -p "hi" -n 4 --temp 0 >"$tmp/out" 2>"$tmp/err"
+check "run without -m uses the demo model" test $? -eq 0
+check "run without -m says how to get a real model" grep -q "download" "$tmp/err"
+
+echo "cli: $pass passed, $fail failed"
+[ $fail -eq 0 ]
