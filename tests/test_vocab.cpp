@@ -2,6 +2,7 @@
 
 #include "common.h"
 #include "gguf/gguf.h"
+#include "gguf/writer.h"
 #include "tokenizer/vocab.h"
 
 namespace celer {
@@ -64,6 +65,22 @@ TEST(Vocab, GeneratedSynthVocabRoundTrips) {
     std::string back;
     for (TokenId id : v.encode(text)) back += v.piece(id);
     EXPECT_EQ(back, " " + text);
+}
+
+// Found by the fuzzer: a token typed as a byte whose text is not <0xHH> used to throw from
+// std::stoi. It must decode as its own text.
+TEST(Vocab, MalformedByteTokenDecodesAsText) {
+    gguf::Writer w;
+    const std::string_view toks[] = {"<unk>", "<s>", "</s>", "<0xZZ>", "<0x4"};
+    const int32_t types[] = {2, 3, 3, 6, 6};
+    w.set_string("tokenizer.ggml.model", "llama");
+    w.set_string_array("tokenizer.ggml.tokens", toks);
+    w.set_i32_array("tokenizer.ggml.token_type", types);
+    const auto bytes = w.encode_header();
+    const auto f = gguf::File::parse("vocab.gguf", bytes);
+    const Vocab v = Vocab::load(f);
+    EXPECT_EQ(v.piece(3), "<0xZZ>");
+    EXPECT_EQ(v.piece(4), "<0x4");
 }
 
 }  // namespace

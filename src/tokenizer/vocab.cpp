@@ -21,6 +21,13 @@ size_t utf8_len(uint8_t lead) {
     return 1;  // a stray continuation byte stands alone
 }
 
+int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
 // GPT-2's byte-level BPE writes every byte as a printable code point; this inverts that map.
 std::vector<int> gpt2_codepoint_to_byte() {
     std::vector<int> inv(512, -1);
@@ -203,7 +210,10 @@ std::string Vocab::piece(TokenId id) const {
     if (a == TokenAttr::Control || a == TokenAttr::Unused) return {};
     const std::string& t = tokens_[size_t(id)];
     if (kind_ == VocabKind::Spm) {
-        if (a == TokenAttr::Byte && t.size() == 6 && t.starts_with("<0x")) return std::string(1, char(std::stoi(t.substr(3, 2), nullptr, 16)));
+        if (a == TokenAttr::Byte) {
+            const int hi = hex_digit(t.size() == 6 ? t[3] : 'x'), lo = hex_digit(t.size() == 6 ? t[4] : 'x');
+            if (t.starts_with("<0x") && t.back() == '>' && hi >= 0 && lo >= 0) return std::string(1, char(hi << 4 | lo));
+        }
         std::string s;
         for (size_t i = 0; i < t.size();) {
             if (t.compare(i, kSpmSpace.size(), kSpmSpace) == 0) {

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer target with clang (ASan + UBSan) and fuzzes the GGUF reader and model
+# loader for N seconds (default 300), starting from small valid and malformed seeds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-300}
+bash scripts/setup.sh
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCELER_FUZZ=ON -DCELER_TESTS=OFF -DCELER_SANITIZE=ON >/dev/null
+cmake --build build-fuzz -j "$(nproc)" --target gguf_fuzz celer
+corpus=build-fuzz/corpus
+mkdir -p "$corpus"
+if [ ! -f "$corpus/micro-llama-q8_0.gguf" ]; then
+  for t in f32 q8_0 q4_0 f16; do
+    ./build-fuzz/celer synth --shape micro-llama --type "$t" -o "$corpus/micro-llama-$t.gguf" 2>/dev/null
+  done
+  printf 'GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00' >"$corpus/empty-v3.gguf"
+fi
+mkdir -p build-fuzz/artifacts
+ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  ./build-fuzz/fuzz/gguf_fuzz -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=2048 \
+  -artifact_prefix=build-fuzz/artifacts/ -print_final_stats=1 "$corpus" 2>build-fuzz/fuzz.log || {
+    tail -n 60 build-fuzz/fuzz.log >&2
+    echo "fuzz: FAILED (log: build-fuzz/fuzz.log, reproducer in build-fuzz/artifacts/)" >&2
+    exit 1
+  }
+grep -E "^stat::number_of_executed_units|^Done" build-fuzz/fuzz.log | sed 's/^/fuzz: /' >&2 || true
+echo "fuzz: ${seconds}s under ASan/UBSan, no crash"
