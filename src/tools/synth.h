@@ -27,7 +27,7 @@ const Shape* find_shape(std::string_view name);
 struct Options {
     std::string shape;                // a name from shapes()
     std::string type = "q8_0";        // f32 f16 bf16 q8_0 q4_0 q4_k q5_k q6_k q4_k_m q5_k_m
-    std::string vocab_from;           // a GGUF whose tokenizer is copied; empty: a generated one
+    std::string vocab_from;           // a GGUF or tokenizer.json whose tokenizer is copied; empty: generated
     uint64_t seed = 1;
     int n_threads = 0;
     std::optional<uint32_t> n_layer;  // override, for quick tests
