@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "common.h"
+#include "gguf_builder.h"
 #include "gguf/gguf.h"
 #include "gguf/writer.h"
 #include "util/error.h"
@@ -68,6 +69,26 @@ TEST(Gguf, WriterReaderRoundTripEveryValueType) {
     const size_t kv_end = f2.metadata_end();
     ASSERT_EQ(kv_end, f.metadata_end());
     EXPECT_EQ(std::memcmp(a.data() + 24, b.data() + 24, kv_end - 24), 0);
+}
+
+// GGUF v2 has the same layout as v3 (v3 only added big-endian files, which celer refuses).
+TEST(Gguf, ReadsVersion2) {
+    test::GgufBytes g;
+    g.header(1, 1, 2).kv_str("general.architecture", "llama").tensor("w", {8}, 0, 0).align().zeros(32);
+    const auto f = gguf::File::parse("v2.gguf", g.b);
+    EXPECT_EQ(f.version(), 2u);
+    EXPECT_EQ(f.get_string("general.architecture"), "llama");
+    ASSERT_EQ(f.tensors().size(), 1u);
+    EXPECT_EQ(f.tensors()[0].data, g.b.data() + f.data_offset());
+}
+
+TEST(Gguf, HonoursCustomAlignment) {
+    test::GgufBytes g;
+    g.header(2, 1).kv_u32("general.alignment", 64).tensor("a", {4}, 0, 0).tensor("b", {4}, 0, 64).align(64).zeros(128);
+    const auto f = gguf::File::parse("a64.gguf", g.b);
+    EXPECT_EQ(f.alignment(), 64u);
+    EXPECT_EQ(f.data_offset() % 64, 0u);
+    EXPECT_EQ(f.find_tensor("b")->data - f.find_tensor("a")->data, 64);
 }
 
 TEST(Gguf, TypedGettersRejectWrongTypes) {
