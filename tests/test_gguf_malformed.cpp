@@ -70,7 +70,7 @@ std::vector<Bad> cases() {
     add("zero_dimension", one_tensor({4, 0}, 0, 0, 32), "dimension 1 is zero");
     add("shape_overflow", one_tensor({uint64_t(1) << 32, uint64_t(1) << 32, uint64_t(1) << 32}, 0, 0, 32), "overflows");
     add("unknown_tensor_type", one_tensor({32}, 99, 0, 128), "unknown tensor type 99");
-    add("unsupported_tensor_type", one_tensor({32}, 6, 0, 128), "Q5_0");
+    add("unsupported_tensor_type", one_tensor({256}, 10, 0, 128), "Q2_K");
     add("row_not_block_multiple", one_tensor({33}, 8, 0, 128), "not a multiple of the Q8_0 block size");
     add("misaligned_offset", one_tensor({4}, 0, 4, 64), "not a multiple of the alignment");
     add("data_past_end", one_tensor({64}, 0, 0, 100), "runs past the end");

@@ -43,7 +43,8 @@ TEST_P(QuantError, WithinDerivedBound) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, QuantError,
-                         ::testing::Values(Case{TensorType::Q8_0, 254}, Case{TensorType::Q4_0, 16}, Case{TensorType::Q4_K, 15},
+                         ::testing::Values(Case{TensorType::Q8_0, 254}, Case{TensorType::Q4_0, 16}, Case{TensorType::Q4_1, 15},
+                                           Case{TensorType::Q5_0, 32}, Case{TensorType::Q5_1, 31}, Case{TensorType::Q4_K, 15},
                                            Case{TensorType::Q5_K, 31}, Case{TensorType::Q6_K, 62}),
                          [](const auto& p) { return std::string(traits(p.param.type).name); });
 
@@ -77,6 +78,27 @@ TEST(Dequant, Q4_0Layout) {
         EXPECT_EQ(y[i], 0.5f * float(i - 8));
         EXPECT_EQ(y[i + 16], 0.5f * float(15 - i - 8));
     }
+}
+
+TEST(Dequant, Q5_0AndQ5_1Layout) {
+    BlockQ5_0 b{};
+    b.d = fp32_to_fp16(2.0f);
+    b.qs[3] = 0x7;         // element 3 low nibble 7; element 19 high nibble 0
+    b.qh[0] = 1 << 3;      // element 3 fifth bit
+    b.qh[2] = 1 << 3;      // element 19 (bit 19 = byte 2, bit 3) fifth bit
+    float y[32];
+    dequantize_row(TensorType::Q5_0, &b, y, 32);
+    EXPECT_EQ(y[3], 2.0f * float(23 - 16));
+    EXPECT_EQ(y[19], 2.0f * float(16 - 16));
+    EXPECT_EQ(y[0], 2.0f * -16);
+    BlockQ5_1 c{};
+    c.d = fp32_to_fp16(0.5f);
+    c.m = fp32_to_fp16(-1.0f);
+    c.qs[15] = 0xF0;       // element 31: high nibble 15
+    c.qh[3] = 0x80;        // element 31 fifth bit
+    dequantize_row(TensorType::Q5_1, &c, y, 32);
+    EXPECT_EQ(y[31], 0.5f * 31 - 1.0f);
+    EXPECT_EQ(y[15], -1.0f);
 }
 
 TEST(Dequant, Q8_0Layout) {

@@ -21,9 +21,10 @@ TEST(Types, TraitsAndNames) {
     EXPECT_EQ(row_bytes(TensorType::Q4_K, 512), 288u);
     EXPECT_EQ(row_bytes(TensorType::Q8_0, 64), 68u);
     EXPECT_EQ(parse_type_name("q6_k"), TensorType::Q6_K);
-    EXPECT_FALSE(parse_type_name("q5_0").has_value());
-    EXPECT_EQ(ggml_type_name(6), "Q5_0");
-    EXPECT_FALSE(find_type(6).has_value());
+    EXPECT_EQ(parse_type_name("q5_0"), TensorType::Q5_0);
+    EXPECT_FALSE(parse_type_name("q2_k").has_value());
+    EXPECT_EQ(ggml_type_name(10), "Q2_K");
+    EXPECT_FALSE(find_type(10).has_value());
 }
 
 TEST(Kernels, SelectionByNameAndEnvironment) {

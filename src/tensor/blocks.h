@@ -23,6 +23,37 @@ struct BlockQ4_0 {
 };
 static_assert(sizeof(BlockQ4_0) == 18);
 
+// 32 weights in 4 bits with a scale and an offset: x = d * q + m. 5 bits per weight.
+struct BlockQ4_1 {
+    static constexpr int kElems = 32;
+    uint16_t d;
+    uint16_t m;
+    uint8_t qs[16];  // nibble order as Q4_0
+};
+static_assert(sizeof(BlockQ4_1) == 20);
+
+// 32 weights in 5 bits: x = d * (q - 16). The fifth bit of element i is bit i of qh (a
+// little-endian u32 stored as bytes, so the block needs no 4-byte alignment). 5.5 bits/weight.
+// llama.cpp's quantizer falls back to Q5_0 for Q4_K tensors whose rows are not a multiple of
+// 256 (Qwen2.5-0.5B's 896), so Q4_K_M files of such models contain it.
+struct BlockQ5_0 {
+    static constexpr int kElems = 32;
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[16];
+};
+static_assert(sizeof(BlockQ5_0) == 22);
+
+// 32 weights in 5 bits with an offset: x = d * q + m. The Q5_K fallback. 6 bits per weight.
+struct BlockQ5_1 {
+    static constexpr int kElems = 32;
+    uint16_t d;
+    uint16_t m;
+    uint8_t qh[4];
+    uint8_t qs[16];
+};
+static_assert(sizeof(BlockQ5_1) == 24);
+
 // K-quants: a super-block of 256 weights in 8 sub-blocks of 32 (Q4_K, Q5_K) or 16 of 16 (Q6_K).
 // Sub-block scales and mins are themselves quantised (6 bits, or int8 for Q6_K) against the
 // super-block's fp16 d and dmin, which is how they reach 4.5 / 5.5 / 6.5625 bits per weight.

@@ -1,6 +1,7 @@
 #include "tensor/dequant.h"
 
 #include <cstring>
+#include <type_traits>
 
 #include "tensor/blocks.h"
 #include "util/fp16.h"
@@ -21,6 +22,38 @@ void dequant_q4_0(const BlockQ4_0* b, float* y, size_t nb) {
         for (int l = 0; l < 16; ++l) {
             y[l] = d * float(int(b[i].qs[l] & 0xF) - 8);
             y[l + 16] = d * float(int(b[i].qs[l] >> 4) - 8);
+        }
+    }
+}
+
+void dequant_q4_1(const BlockQ4_1* b, float* y, size_t nb) {
+    for (size_t i = 0; i < nb; ++i, y += 32) {
+        const float d = fp16_to_fp32(b[i].d), m = fp16_to_fp32(b[i].m);
+        for (int l = 0; l < 16; ++l) {
+            y[l] = d * float(b[i].qs[l] & 0xF) + m;
+            y[l + 16] = d * float(b[i].qs[l] >> 4) + m;
+        }
+    }
+}
+
+uint32_t load_qh(const uint8_t* qh) { return uint32_t(qh[0]) | uint32_t(qh[1]) << 8 | uint32_t(qh[2]) << 16 | uint32_t(qh[3]) << 24; }
+
+template <class Block>
+void dequant_q5(const Block* b, float* y, size_t nb) {
+    for (size_t i = 0; i < nb; ++i, y += 32) {
+        const float d = fp16_to_fp32(b[i].d);
+        const uint32_t qh = load_qh(b[i].qh);
+        for (int l = 0; l < 16; ++l) {
+            const int q0 = int((b[i].qs[l] & 0xF) | ((qh >> l & 1u) << 4));
+            const int q1 = int((b[i].qs[l] >> 4) | ((qh >> (l + 16) & 1u) << 4));
+            if constexpr (std::is_same_v<Block, BlockQ5_0>) {
+                y[l] = d * float(q0 - 16);
+                y[l + 16] = d * float(q1 - 16);
+            } else {
+                const float m = fp16_to_fp32(b[i].m);
+                y[l] = d * float(q0) + m;
+                y[l + 16] = d * float(q1) + m;
+            }
         }
     }
 }
@@ -100,6 +133,9 @@ void dequantize_row(TensorType type, const void* src, float* dst, size_t n) {
         }
         case TensorType::Q8_0: dequant_q8_0(static_cast<const BlockQ8_0*>(src), dst, nb); break;
         case TensorType::Q4_0: dequant_q4_0(static_cast<const BlockQ4_0*>(src), dst, nb); break;
+        case TensorType::Q4_1: dequant_q4_1(static_cast<const BlockQ4_1*>(src), dst, nb); break;
+        case TensorType::Q5_0: dequant_q5(static_cast<const BlockQ5_0*>(src), dst, nb); break;
+        case TensorType::Q5_1: dequant_q5(static_cast<const BlockQ5_1*>(src), dst, nb); break;
         case TensorType::Q4_K: dequant_q4_k(static_cast<const BlockQ4_K*>(src), dst, nb); break;
         case TensorType::Q5_K: dequant_q5_k(static_cast<const BlockQ5_K*>(src), dst, nb); break;
         case TensorType::Q6_K: dequant_q6_k(static_cast<const BlockQ6_K*>(src), dst, nb); break;

@@ -44,6 +44,53 @@ void quant_q4_0(const float* x, BlockQ4_0* b, size_t nb) {
     }
 }
 
+template <class Block>
+void pack_32(const uint8_t* q, Block& b);
+
+// Asymmetric 32-weight blocks (Q4_1, Q5_1): the range [min, max] in `levels` steps.
+template <class Block>
+void quant_affine(const float* x, Block* b, size_t nb, int levels) {
+    for (size_t i = 0; i < nb; ++i, x += 32) {
+        float lo = x[0], hi = x[0];
+        for (int l = 1; l < 32; ++l) {
+            lo = std::min(lo, x[l]);
+            hi = std::max(hi, x[l]);
+        }
+        b[i].d = fp32_to_fp16((hi - lo) / float(levels));
+        b[i].m = fp32_to_fp16(lo);
+        const float d = fp16_to_fp32(b[i].d), m = fp16_to_fp32(b[i].m);
+        const float id = d > 0 ? 1.0f / d : 0.0f;
+        uint8_t q[32];
+        for (int l = 0; l < 32; ++l) q[l] = uint8_t(std::clamp(nearest((x[l] - m) * id), 0, levels));
+        pack_32(q, b[i]);
+    }
+}
+
+// Nibbles as Q4_0 (element l low, l + 16 high); for 5-bit blocks the fifth bits go to qh.
+template <class Block>
+void pack_32(const uint8_t* q, Block& b) {
+    for (int l = 0; l < 16; ++l) b.qs[l] = uint8_t((q[l] & 0xF) | (q[l + 16] & 0xF) << 4);
+    if constexpr (requires { b.qh; }) {
+        uint32_t qh = 0;
+        for (int l = 0; l < 32; ++l) qh |= uint32_t(q[l] >> 4) << l;
+        for (int k = 0; k < 4; ++k) b.qh[k] = uint8_t(qh >> (8 * k));
+    }
+}
+
+void quant_q5_0(const float* x, BlockQ5_0* b, size_t nb) {
+    for (size_t i = 0; i < nb; ++i, x += 32) {
+        float vmax = 0;  // as Q4_0: the largest magnitude maps onto -16
+        for (int l = 0; l < 32; ++l)
+            if (std::fabs(x[l]) > std::fabs(vmax)) vmax = x[l];
+        b[i].d = fp32_to_fp16(vmax / -16.0f);
+        const float d = fp16_to_fp32(b[i].d);
+        const float id = d != 0 ? 1.0f / d : 0.0f;
+        uint8_t q[32];
+        for (int l = 0; l < 32; ++l) q[l] = uint8_t(std::clamp(nearest(x[l] * id) + 16, 0, 31));
+        pack_32(q, b[i]);
+    }
+}
+
 // Scale and min of each 32-weight sub-block for an asymmetric code with `levels` steps,
 // quantised to 6 bits against the super-block's d and dmin.
 struct SubScalesK {
@@ -183,6 +230,9 @@ void quantize_row(TensorType type, const float* src, void* dst, size_t n) {
         }
         case TensorType::Q8_0: quant_q8_0(src, static_cast<BlockQ8_0*>(dst), nb); break;
         case TensorType::Q4_0: quant_q4_0(src, static_cast<BlockQ4_0*>(dst), nb); break;
+        case TensorType::Q4_1: quant_affine(src, static_cast<BlockQ4_1*>(dst), nb, 15); break;
+        case TensorType::Q5_0: quant_q5_0(src, static_cast<BlockQ5_0*>(dst), nb); break;
+        case TensorType::Q5_1: quant_affine(src, static_cast<BlockQ5_1*>(dst), nb, 31); break;
         case TensorType::Q4_K: quant_q4_k(src, static_cast<BlockQ4_K*>(dst), nb); break;
         case TensorType::Q5_K: quant_q5_k(src, static_cast<BlockQ5_K*>(dst), nb); break;
         case TensorType::Q6_K: quant_q6_k(src, static_cast<BlockQ6_K*>(dst), nb); break;

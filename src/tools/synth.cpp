@@ -40,7 +40,8 @@ struct TypePlan {
 
 const TypePlan kPlans[] = {
     {"f32", TensorType::F32, false, 0},    {"f16", TensorType::F16, false, 1},   {"bf16", TensorType::BF16, false, 32},
-    {"q8_0", TensorType::Q8_0, false, 7},  {"q4_0", TensorType::Q4_0, false, 2}, {"q4_k", TensorType::Q4_K, false, 14},
+    {"q8_0", TensorType::Q8_0, false, 7},  {"q4_0", TensorType::Q4_0, false, 2}, {"q4_1", TensorType::Q4_1, false, 3},
+    {"q5_0", TensorType::Q5_0, false, 8},  {"q5_1", TensorType::Q5_1, false, 9},  {"q4_k", TensorType::Q4_K, false, 14},
     {"q5_k", TensorType::Q5_K, false, 16}, {"q6_k", TensorType::Q6_K, false, 18}, {"q4_k_m", TensorType::Q4_K, true, 15},
     {"q5_k_m", TensorType::Q5_K, true, 17},
 };
@@ -49,12 +50,17 @@ const TypePlan kPlans[] = {
 // third layer in between.
 bool more_bits(uint32_t il, uint32_t n) { return il < n / 8 || il >= 7 * n / 8 || (il - n / 8) % 3 == 2; }
 
-// A row length that does not divide into the chosen blocks falls back to a type that fits,
-// as llama.cpp's quantizer does (it uses Q5_0/Q5_1 for some; celer's nearest is Q8_0).
+// A row length that does not divide into 256-weight super-blocks falls back to the 32-weight
+// type llama.cpp's quantizer picks, so that files match what users download (Qwen2.5-0.5B's
+// 896-wide rows make most of its Q4_K_M file Q5_0).
 TensorType fit(TensorType t, uint64_t cols) {
     if (cols % traits(t).block_elems == 0) return t;
-    if (cols % 32 == 0) return TensorType::Q8_0;
-    return TensorType::F16;
+    if (cols % 32 != 0) return TensorType::F16;
+    switch (t) {
+        case TensorType::Q4_K: return TensorType::Q5_0;
+        case TensorType::Q5_K: return TensorType::Q5_1;
+        default: return TensorType::Q8_0;
+    }
 }
 
 uint64_t splitmix(uint64_t& s) {
