@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "common.h"
 #include "gguf/gguf.h"
 #include "gguf/writer.h"
@@ -91,36 +93,46 @@ TEST(Vocab, MalformedByteTokenDecodesAsText) {
 TEST(VocabSpec, FromHuggingFaceTokenizerJson) {
     const auto dir = test::scratch_dir() / "hf";
     std::filesystem::create_directories(dir);
-    std::ofstream(dir / "tokenizer.json") << R"({
-      "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "\u0120": 4},
-                "merges": ["a b", ["ab", "b"]]},
-      "added_tokens": [{"id": 5, "content": "<|im_start|>", "special": true},
-                       {"id": 6, "content": "<tool>", "special": false}]})";
+    // A byte-level vocabulary: the 256 byte symbols (ids 0..255), then "ab" and a gap at 257.
+    nlohmann::json vocab;
+    for (int b = 0; b < 256; ++b) vocab[BpeEncoder::byte_symbol(uint8_t(b))] = b;
+    vocab["ab"] = 256;
+    vocab["abb"] = 258;
+    nlohmann::json j = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", {"a b", {"ab", "b"}}}}},
+                        {"added_tokens",
+                         {{{"id", 259}, {"content", "<|im_start|>"}, {"special", true}},
+                          {{"id", 260}, {"content", "<tool>"}, {"special", false}}}}};
+    std::ofstream(dir / "tokenizer.json") << j.dump();
     std::ofstream(dir / "tokenizer_config.json") << R"({"eos_token": {"content": "<|im_start|>"}, "add_bos_token": false,
       "chat_template": "{{ messages }}"})";
     const VocabSpec s = vocab_spec_from_hf((dir / "tokenizer.json").string());
     EXPECT_EQ(s.model, "gpt2");
     EXPECT_EQ(s.pre, "qwen2");
-    ASSERT_EQ(s.tokens.size(), 7u);
-    EXPECT_EQ(s.tokens[3], "[PAD3]") << "a gap in the ids is filled";
-    EXPECT_EQ(s.types[3], int32_t(TokenAttr::Unused));
-    EXPECT_EQ(s.types[5], int32_t(TokenAttr::Control));
-    EXPECT_EQ(s.types[6], int32_t(TokenAttr::UserDefined));
+    ASSERT_EQ(s.tokens.size(), 261u);
+    EXPECT_EQ(s.tokens[257], "[PAD257]") << "a gap in the ids is filled";
+    EXPECT_EQ(s.types[257], int32_t(TokenAttr::Unused));
+    EXPECT_EQ(s.types[259], int32_t(TokenAttr::Control));
+    EXPECT_EQ(s.types[260], int32_t(TokenAttr::UserDefined));
     EXPECT_EQ(s.merges, (std::vector<std::string>{"a b", "ab b"}));
-    EXPECT_EQ(s.eos, 5);
+    EXPECT_EQ(s.eos, 259);
     EXPECT_EQ(s.add_bos, false);
     EXPECT_EQ(s.chat_template, "{{ messages }}");
 
     // Written to GGUF and read back as a Vocab.
     gguf::Writer w;
-    write_vocab_spec(w, s, 10);
+    write_vocab_spec(w, s, 270);
     const auto bytes = w.encode_header();
     const auto f = gguf::File::parse("v.gguf", bytes);
     const Vocab v = Vocab::load(f);
-    EXPECT_EQ(v.size(), 10u);
-    EXPECT_EQ(v.eos(), 5);
-    EXPECT_EQ(v.piece(4), " ") << "byte-level BPE maps U+0120 back to a space";
-    EXPECT_EQ(v.piece(6), "<tool>");
+    EXPECT_EQ(v.size(), 270u);
+    EXPECT_EQ(v.eos(), 259);
+    EXPECT_EQ(v.piece(' '), " ") << "byte-level BPE maps U+0120 back to a space";
+    EXPECT_EQ(v.piece(260), "<tool>");
+    // Merges by rank: "a b" then "ab b"; user-defined text is always its token, control text
+    // only when special tokens are parsed.
+    EXPECT_EQ(v.encode("abb<tool>"), (std::vector<TokenId>{258, 260}));
+    EXPECT_EQ(v.encode("<|im_start|>", true), (std::vector<TokenId>{259}));
+    EXPECT_NE(v.encode("<|im_start|>", false), (std::vector<TokenId>{259}));
     EXPECT_EQ(f.get_string_array("tokenizer.ggml.merges").size(), 2u);
 }
 

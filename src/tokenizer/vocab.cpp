@@ -88,7 +88,20 @@ Vocab Vocab::load(const gguf::File& f) {
     for (int b = 0; b < 256; ++b) v.byte_tokens_[b] = v.find(fmt::format("<0x{:02X}>", b));
     for (size_t i = 0; i < v.tokens_.size(); ++i) {
         const TokenAttr a = v.attr(TokenId(i));
-        if ((a == TokenAttr::Control || a == TokenAttr::UserDefined) && !v.tokens_[i].empty()) v.specials_.push_back(TokenId(i));
+        if ((a == TokenAttr::Control || a == TokenAttr::UserDefined) && !v.tokens_[i].empty()) {
+            v.specials_.push_back(TokenId(i));
+            v.special_first_byte_[uint8_t(v.tokens_[i][0])] = true;
+        }
+    }
+    if (v.kind_ == VocabKind::Bpe) {
+        const std::string pre(f.get_string("tokenizer.ggml.pre").value_or("default"));
+        try {
+            v.pre_ = PreTokenizer::for_family(pre);
+            const bool llama3 = pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3";
+            v.bpe_ = std::make_shared<BpeEncoder>(v.tokens_, f.get_string_array("tokenizer.ggml.merges"), llama3);
+        } catch (const Error& e) {
+            throw Error(fmt::format("{}: {}", f.path(), e.what()));
+        }
     }
     std::stable_sort(v.specials_.begin(), v.specials_.end(),
                      [&](TokenId a, TokenId b) { return v.tokens_[size_t(a)].size() > v.tokens_[size_t(b)].size(); });
@@ -100,23 +113,22 @@ TokenId Vocab::find(std::string_view s) const {
     return it == index_.end() ? -1 : it->second;
 }
 
+TokenId Vocab::special_at(std::string_view text, size_t i, bool parse_special) const {
+    if (!special_first_byte_[uint8_t(text[i])]) return -1;
+    for (TokenId id : specials_) {
+        if (!parse_special && attr(id) != TokenAttr::UserDefined) continue;
+        const std::string& t = tokens_[size_t(id)];
+        if (text.compare(i, t.size(), t) == 0) return id;
+    }
+    return -1;
+}
+
 std::vector<TokenId> Vocab::encode(std::string_view text, bool parse_special) const {
     std::vector<TokenId> out;
-    if (!parse_special) {
-        encode_plain(text, true, out);
-        return out;
-    }
     size_t start = 0;
     bool after_special = true;  // SentencePiece prefixes a space to text that opens a fragment
     for (size_t i = 0; i < text.size();) {
-        TokenId hit = -1;
-        for (TokenId id : specials_) {
-            const std::string& t = tokens_[size_t(id)];
-            if (text.compare(i, t.size(), t) == 0) {
-                hit = id;
-                break;
-            }
-        }
+        const TokenId hit = special_at(text, i, parse_special);
         if (hit < 0) {
             ++i;
             continue;
@@ -133,7 +145,9 @@ std::vector<TokenId> Vocab::encode(std::string_view text, bool parse_special) co
 
 void Vocab::encode_plain(std::string_view text, bool first, std::vector<TokenId>& out) const {
     if (kind_ == VocabKind::Spm) return encode_spm(text, first && add_space_prefix_, out);
-    throw Error(fmt::format("tokenizer '{}': byte-level BPE encoding is not available yet; pass token ids", model_));
+    std::vector<std::pair<size_t, size_t>> pieces;
+    pre_->split(text, pieces);
+    for (const auto& [at, len] : pieces) bpe_->encode_word(text.substr(at, len), out);
 }
 
 // SentencePiece BPE as llama.cpp runs it: start from single UTF-8 characters and repeatedly

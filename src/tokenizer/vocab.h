@@ -1,6 +1,6 @@
-// Vocabulary from GGUF metadata (tokenizer.ggml.*) and the SentencePiece-style encoder that
-// llama-family files use. Byte-level BPE encoders (gpt2, qwen2, ...) join in issue #3; their
-// vocabularies already load and decode here.
+// Vocabulary from GGUF metadata (tokenizer.ggml.*) with its encoder: SentencePiece-style for
+// llama-family files, byte-level BPE with the family's pre-tokenizer for gpt2-type files
+// (Qwen, DeepSeek-Coder, Llama 3, StarCoder, ...).
 #pragma once
 
 #include <cstdint>
@@ -9,11 +9,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include <memory>
+
 #include "gguf/gguf.h"
+#include "tokenizer/bpe.h"
+#include "tokenizer/pretokenize.h"
 
 namespace celer {
-
-using TokenId = int32_t;
 
 enum class TokenAttr : int32_t { Undefined = 0, Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 };
 
@@ -35,9 +37,9 @@ public:
     bool add_bos() const { return add_bos_; }
     bool is_eog(TokenId id) const { return id == eos_ || id == eot_; }
 
-    // Encodes text without BOS/EOS. With parse_special, the text of control and user-defined
-    // tokens inside `text` becomes those tokens; otherwise it is encoded as plain text.
-    // Throws for vocabularies whose encoder is not built yet.
+    // Encodes text without BOS/EOS. The text of a user-defined token always becomes that token
+    // (as in llama.cpp and Hugging Face tokenizers); the text of a control token (<|im_start|>,
+    // </s>) becomes that token only with parse_special, else it is encoded as plain text.
     std::vector<TokenId> encode(std::string_view text, bool parse_special = false) const;
     // The bytes a token stands for (control tokens give nothing).
     std::string piece(TokenId id) const;
@@ -46,6 +48,8 @@ private:
     void encode_plain(std::string_view text, bool first, std::vector<TokenId>& out) const;
     void encode_spm(std::string_view text, bool space_prefix, std::vector<TokenId>& out) const;
     TokenId find(std::string_view s) const;
+    // The special token whose text starts at text[i] (longest first), or -1.
+    TokenId special_at(std::string_view text, size_t i, bool parse_special) const;
 
     VocabKind kind_ = VocabKind::Spm;
     std::string model_;
@@ -54,6 +58,9 @@ private:
     std::vector<TokenAttr> attrs_;
     std::unordered_map<std::string_view, TokenId> index_;
     std::vector<TokenId> specials_;  // control and user-defined tokens, longest text first
+    bool special_first_byte_[256] = {};
+    std::shared_ptr<const PreTokenizer> pre_;  // BPE only
+    std::shared_ptr<const BpeEncoder> bpe_;    // BPE only
     TokenId byte_tokens_[256];
     TokenId bos_ = -1, eos_ = -1, eot_ = -1, unk_ = -1;
     bool add_bos_ = false;
