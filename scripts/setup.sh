@@ -8,6 +8,7 @@ packages=(
   libfmt-dev            # formatting (g++ 12 has no <format>)
   nlohmann-json3-dev    # tokenizer.json (and later the server's JSON)
   libpcre2-dev          # pre-tokenizer regexes (Unicode classes, JIT)
+  libicu-dev            # NFC normalisation (Qwen tokenizers)
   libgtest-dev          # unit tests
   clang libclang-rt-14-dev  # libFuzzer and the sanitizer runtimes for scripts/fuzz.sh
 )

@@ -8,6 +8,7 @@
 #include "common.h"
 #include "gguf/gguf.h"
 #include "gguf/writer.h"
+#include "tokenizer/normalize.h"
 #include "tokenizer/vocab.h"
 #include "tokenizer/vocab_spec.h"
 #include "util/error.h"
@@ -49,6 +50,14 @@ TEST(Vocab, SpecialTokensParsedOnlyWhenAsked) {
     const auto parsed = v.encode("a</s>b", true);
     EXPECT_EQ(std::count(parsed.begin(), parsed.end(), v.eos()), 1);
     EXPECT_TRUE(v.piece(v.eos()).empty()) << "control tokens print nothing";
+}
+
+TEST(Normalize, NfcComposesAndLeavesTheRestAlone) {
+    EXPECT_EQ(to_nfc("e\xcc\x81"), "\xc3\xa9");                  // e + U+0301 -> U+00E9
+    EXPECT_EQ(to_nfc("plain ascii code();"), "plain ascii code();");
+    EXPECT_EQ(to_nfc("\xc3\xa9 already"), "\xc3\xa9 already");
+    EXPECT_EQ(to_nfc("bad \xff e\xcc\x81"), "bad \xff e\xcc\x81") << "invalid UTF-8 is left as it is";
+    EXPECT_EQ(to_nfc("\xe1\x84\x80\xe1\x85\xa1"), "\xea\xb0\x80") << "Hangul jamo compose";
 }
 
 TEST(Utf8Stream, HoldsBackIncompleteSequences) {

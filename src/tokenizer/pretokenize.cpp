@@ -93,6 +93,7 @@ std::shared_ptr<const PreTokenizer> PreTokenizer::for_family(std::string_view pr
         throw Error(fmt::format("tokenizer.ggml.pre: unknown pre-tokenizer '{}' (known: {})", pre, fmt::join(pre_tokenizer_families(), ", ")));
     auto p = std::shared_ptr<PreTokenizer>(new PreTokenizer());
     p->family_ = std::string(pre);
+    p->nfc_ = fam->patterns.front() == kQwen2;
     for (std::string_view pat : fam->patterns) {
         int err = 0;
         PCRE2_SIZE at = 0;

@@ -24,11 +24,14 @@ public:
     void split(std::string_view text, std::vector<std::pair<size_t, size_t>>& pieces) const;
 
     const std::string& family() const { return family_; }
+    // Whether the family's tokenizer normalises text to NFC first (Qwen2 does).
+    bool nfc() const { return nfc_; }
 
 private:
     struct Regex;
     PreTokenizer() = default;
     std::string family_;
+    bool nfc_ = false;
     std::vector<std::unique_ptr<Regex>> regexes_;
 };
 

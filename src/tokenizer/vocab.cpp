@@ -6,6 +6,7 @@
 #include <queue>
 #include <utility>
 
+#include "tokenizer/normalize.h"
 #include "util/error.h"
 
 namespace celer {
@@ -145,6 +146,11 @@ std::vector<TokenId> Vocab::encode(std::string_view text, bool parse_special) co
 
 void Vocab::encode_plain(std::string_view text, bool first, std::vector<TokenId>& out) const {
     if (kind_ == VocabKind::Spm) return encode_spm(text, first && add_space_prefix_, out);
+    std::string normalized;
+    if (pre_->nfc()) {
+        normalized = to_nfc(text);
+        text = normalized;
+    }
     std::vector<std::pair<size_t, size_t>> pieces;
     pre_->split(text, pieces);
     for (const auto& [at, len] : pieces) bpe_->encode_word(text.substr(at, len), out);
@@ -218,10 +224,11 @@ void Vocab::encode_spm(std::string_view raw, bool space_prefix, std::vector<Toke
     }
 }
 
-std::string Vocab::piece(TokenId id) const {
+std::string Vocab::piece(TokenId id, bool special) const {
     if (id < 0 || size_t(id) >= tokens_.size()) return {};
     const TokenAttr a = attr(id);
-    if (a == TokenAttr::Control || a == TokenAttr::Unused) return {};
+    if (a == TokenAttr::Control) return special ? tokens_[size_t(id)] : std::string();
+    if (a == TokenAttr::Unused) return {};
     const std::string& t = tokens_[size_t(id)];
     if (kind_ == VocabKind::Spm) {
         if (a == TokenAttr::Byte) {

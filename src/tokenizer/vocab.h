@@ -41,8 +41,9 @@ public:
     // (as in llama.cpp and Hugging Face tokenizers); the text of a control token (<|im_start|>,
     // </s>) becomes that token only with parse_special, else it is encoded as plain text.
     std::vector<TokenId> encode(std::string_view text, bool parse_special = false) const;
-    // The bytes a token stands for (control tokens give nothing).
-    std::string piece(TokenId id) const;
+    // The bytes a token stands for. Control tokens give nothing unless `special`, then their
+    // text (so that text with special tokens survives encode + decode).
+    std::string piece(TokenId id, bool special = false) const;
 
 private:
     void encode_plain(std::string_view text, bool first, std::vector<TokenId>& out) const;
