@@ -2,6 +2,7 @@
 // Face reference): every string must give exactly the listed ids, for every vocabulary.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -9,6 +10,7 @@
 #include "common.h"
 #include "gguf/gguf.h"
 #include "tokenizer/vocab.h"
+#include "util/error.h"
 
 namespace celer {
 namespace {
@@ -70,6 +72,29 @@ TEST(TokenizerVectors, EveryVocabularyEveryCase) {
         ++vocabularies;
     }
     EXPECT_GE(vocabularies, 9);
+}
+
+TEST(Fim, TokensOfEachFamily) {
+    if (!test::have_shared()) GTEST_SKIP() << "../shared is absent";
+    struct Want {
+        const char* vocab;
+        TokenId prefix, suffix, middle;
+    };
+    // Ids as each tokenizer defines its FIM markers (DeepSeek: begin / hole / end).
+    for (const auto& w : {Want{"qwen2", 151659, 151661, 151660}, Want{"deepseek-coder", 32016, 32015, 32017},
+                          Want{"starcoder", 1, 3, 2}}) {
+        const auto f = gguf::File::open(test::shared_dir() + "/tokenizers/ggml-vocab-" + w.vocab + ".gguf");
+        const Vocab v = Vocab::load(f);
+        EXPECT_EQ(v.fim().prefix, w.prefix) << w.vocab;
+        EXPECT_EQ(v.fim().suffix, w.suffix) << w.vocab;
+        EXPECT_EQ(v.fim().middle, w.middle) << w.vocab;
+        const auto ids = v.fim_prompt("def add(a, b):\n    ", "\n    return c");
+        EXPECT_EQ(ids.front(), w.prefix);
+        EXPECT_EQ(ids.back(), w.middle);
+        EXPECT_EQ(std::count(ids.begin(), ids.end(), w.suffix), 1);
+    }
+    const auto gpt2 = gguf::File::open(test::shared_dir() + "/tokenizers/ggml-vocab-gpt-2.gguf");
+    EXPECT_THROW(Vocab::load(gpt2).fim_prompt("a", "b"), Error) << "GPT-2 has no FIM tokens";
 }
 
 }  // namespace

@@ -94,6 +94,7 @@ Vocab Vocab::load(const gguf::File& f) {
             v.special_first_byte_[uint8_t(v.tokens_[i][0])] = true;
         }
     }
+    v.find_fim_tokens(f);
     if (v.kind_ == VocabKind::Bpe) {
         const std::string pre(f.get_string("tokenizer.ggml.pre").value_or("default"));
         try {
@@ -107,6 +108,38 @@ Vocab Vocab::load(const gguf::File& f) {
     std::stable_sort(v.specials_.begin(), v.specials_.end(),
                      [&](TokenId a, TokenId b) { return v.tokens_[size_t(a)].size() > v.tokens_[size_t(b)].size(); });
     return v;
+}
+
+// FIM token ids from metadata when the file records them, else by the texts the families use:
+// Qwen2.5-Coder <|fim_prefix|>, StarCoder <fim_prefix>, DeepSeek-Coder <｜fim▁begin｜> (its
+// "hole" is the suffix marker and "end" the middle one), CodeLlama <PRE>.
+void Vocab::find_fim_tokens(const gguf::File& f) {
+    auto pick = [&](std::string_view key, std::initializer_list<std::string_view> texts) -> TokenId {
+        if (const auto id = f.get_uint(key); id && *id < tokens_.size()) return TokenId(*id);
+        for (auto t : texts)
+            if (const TokenId id = find(t); id >= 0) return id;
+        return -1;
+    };
+    fim_.prefix = pick("tokenizer.ggml.fim_pre_token_id",
+                       {"<|fim_prefix|>", "<fim_prefix>", "<fim-prefix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>", "\xe2\x96\x81<PRE>", "<PRE>"});
+    fim_.suffix = pick("tokenizer.ggml.fim_suf_token_id",
+                       {"<|fim_suffix|>", "<fim_suffix>", "<fim-suffix>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "hole\xef\xbd\x9c>", "\xe2\x96\x81<SUF>", "<SUF>"});
+    fim_.middle = pick("tokenizer.ggml.fim_mid_token_id",
+                       {"<|fim_middle|>", "<fim_middle>", "<fim-middle>", "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>", "\xe2\x96\x81<MID>", "<MID>"});
+    fim_.pad = pick("tokenizer.ggml.fim_pad_token_id", {"<|fim_pad|>", "<fim_pad>", "<fim-pad>"});
+    fim_.repo = pick("tokenizer.ggml.fim_rep_token_id", {"<|repo_name|>", "<reponame>"});
+    fim_.file_sep = pick("tokenizer.ggml.fim_sep_token_id", {"<|file_sep|>", "<file_sep>"});
+}
+
+std::vector<TokenId> Vocab::fim_prompt(std::string_view prefix, std::string_view suffix) const {
+    if (!fim_.available()) throw Error(fmt::format("tokenizer '{}': this vocabulary has no fill-in-the-middle tokens", model_));
+    std::vector<TokenId> out = {fim_.prefix};
+    const auto p = encode(prefix), s = encode(suffix);
+    out.insert(out.end(), p.begin(), p.end());
+    out.push_back(fim_.suffix);
+    out.insert(out.end(), s.begin(), s.end());
+    out.push_back(fim_.middle);
+    return out;
 }
 
 TokenId Vocab::find(std::string_view s) const {

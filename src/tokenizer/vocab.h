@@ -21,6 +21,13 @@ enum class TokenAttr : int32_t { Undefined = 0, Normal = 1, Unknown = 2, Control
 
 enum class VocabKind { Spm, Bpe };
 
+// Fill-in-the-middle control tokens; -1 where the vocabulary has none.
+struct FimTokens {
+    TokenId prefix = -1, suffix = -1, middle = -1;
+    TokenId pad = -1, repo = -1, file_sep = -1;
+    bool available() const { return prefix >= 0 && suffix >= 0 && middle >= 0; }
+};
+
 class Vocab {
 public:
     static Vocab load(const gguf::File& f);  // throws celer::Error naming the key at fault
@@ -41,6 +48,12 @@ public:
     // (as in llama.cpp and Hugging Face tokenizers); the text of a control token (<|im_start|>,
     // </s>) becomes that token only with parse_special, else it is encoded as plain text.
     std::vector<TokenId> encode(std::string_view text, bool parse_special = false) const;
+    const FimTokens& fim() const { return fim_; }
+    // A fill-in-the-middle prompt in prefix-suffix-middle order, as Qwen2.5-Coder, DeepSeek-Coder
+    // and StarCoder were trained: PRE prefix SUF suffix MID (no BOS). Throws celer::Error when
+    // the vocabulary has no FIM tokens.
+    std::vector<TokenId> fim_prompt(std::string_view prefix, std::string_view suffix) const;
+
     // The bytes a token stands for. Control tokens give nothing unless `special`, then their
     // text (so that text with special tokens survives encode + decode).
     std::string piece(TokenId id, bool special = false) const;
@@ -49,6 +62,7 @@ private:
     void encode_plain(std::string_view text, bool first, std::vector<TokenId>& out) const;
     void encode_spm(std::string_view text, bool space_prefix, std::vector<TokenId>& out) const;
     TokenId find(std::string_view s) const;
+    void find_fim_tokens(const gguf::File& f);
     // The special token whose text starts at text[i] (longest first), or -1.
     TokenId special_at(std::string_view text, size_t i, bool parse_special) const;
 
@@ -64,6 +78,7 @@ private:
     std::shared_ptr<const BpeEncoder> bpe_;    // BPE only
     TokenId byte_tokens_[256];
     TokenId bos_ = -1, eos_ = -1, eot_ = -1, unk_ = -1;
+    FimTokens fim_;
     bool add_bos_ = false;
     bool add_space_prefix_ = true;
 };
