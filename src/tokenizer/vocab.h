@@ -31,6 +31,11 @@ struct FimTokens {
 class Vocab {
 public:
     static Vocab load(const gguf::File& f);  // throws celer::Error naming the key at fault
+    // From a Hugging Face tokenizer.json (and tokenizer_config.json beside it), through the
+    // same GGUF metadata a converted model would carry, so both paths share one loader.
+    static Vocab load_hf(const std::string& tokenizer_json_path);
+    // A GGUF file, or a tokenizer.json when the path ends in ".json".
+    static Vocab load_any(const std::string& path);
 
     VocabKind kind() const { return kind_; }
     const std::string& model_name() const { return model_; }
