@@ -19,9 +19,9 @@ constexpr int kPositions = 64;
 constexpr int kPrefill = 40;
 
 struct Param {
-    std::string shape, type;
+    std::string shape, type, target;
 };
-void PrintTo(const Param& p, std::ostream* os) { *os << p.shape << " " << p.type; }
+void PrintTo(const Param& p, std::ostream* os) { *os << p.shape << " " << p.type << " " << p.target; }
 
 class ForwardMatchesReference : public ::testing::TestWithParam<Param> {};
 
@@ -36,7 +36,7 @@ std::vector<TokenId> test_tokens(uint32_t n_vocab) {
 }
 
 TEST_P(ForwardMatchesReference, Nmse) {
-    const auto& [shape, type] = GetParam();
+    const auto& [shape, type, target] = GetParam();
     const auto model = load_model(test::synth_model(shape, type));
     const auto tokens = test_tokens(model->hp.n_vocab);
 
@@ -48,7 +48,7 @@ TEST_P(ForwardMatchesReference, Nmse) {
     }
 
     ThreadPool pool(2);
-    CpuForward fwd(*model, pool, kernels::select_kernels(), 128);
+    CpuForward fwd(*model, pool, kernels::select_kernels(target), 128);
     std::vector<float> got, step;
     fwd.eval(std::span(tokens).first(kPrefill), true, got);
     for (int i = kPrefill; i < kPositions; ++i) {
@@ -69,13 +69,15 @@ TEST_P(ForwardMatchesReference, Nmse) {
 
 std::vector<Param> all_params() {
     std::vector<Param> v;
-    for (const char* shape : {"tiny-llama", "tiny-qwen2", "tiny-qwen3"})
-        for (const auto type : synth::type_names()) v.push_back({shape, std::string(type)});
+    // Every kernel target this CPU runs, so that greedy results stay exact on each of them.
+    for (const auto target : kernels::available_targets())
+        for (const char* shape : {"tiny-llama", "tiny-qwen2", "tiny-qwen3"})
+            for (const auto type : synth::type_names()) v.push_back({shape, std::string(type), std::string(target)});
     return v;
 }
 
 INSTANTIATE_TEST_SUITE_P(AllArchsAllTypes, ForwardMatchesReference, ::testing::ValuesIn(all_params()), [](const auto& p) {
-    std::string n = p.param.shape + "_" + p.param.type;
+    std::string n = p.param.shape + "_" + p.param.type + "_" + p.param.target;
     std::replace(n.begin(), n.end(), '-', '_');
     return n;
 });

@@ -17,21 +17,24 @@ std::string stories() { return test::shared_dir() + "/models/stories260K.gguf"; 
 
 TEST(Stories, GreedyTextIsExact) {
     if (!test::have_shared()) GTEST_SKIP() << "../shared is absent";
-    for (int threads : {1, 2}) {
-        EngineOptions eo;
-        eo.n_threads = threads;
-        Engine engine(stories(), eo);
-        const auto ids = engine.tokenize("Once upon a time", true);
-        EXPECT_EQ(ids, (std::vector<TokenId>{1, 403, 407, 261, 378}));
-        SamplerParams sp;
-        sp.temperature = 0;
-        std::string out;
-        const auto st = engine.generate(ids, 64, sp, [&](std::string_view t) {
-            out += t;
-            return true;
-        });
-        EXPECT_EQ(st.n_generated, 64u);
-        EXPECT_EQ(out, kExpected) << threads << " threads";
+    for (const auto target : kernels::available_targets()) {
+        for (int threads : {1, 2}) {
+            EngineOptions eo;
+            eo.n_threads = threads;
+            eo.kernels = std::string(target);
+            Engine engine(stories(), eo);
+            const auto ids = engine.tokenize("Once upon a time", true);
+            EXPECT_EQ(ids, (std::vector<TokenId>{1, 403, 407, 261, 378}));
+            SamplerParams sp;
+            sp.temperature = 0;
+            std::string out;
+            const auto st = engine.generate(ids, 64, sp, [&](std::string_view t) {
+                out += t;
+                return true;
+            });
+            EXPECT_EQ(st.n_generated, 64u);
+            EXPECT_EQ(out, kExpected) << threads << " threads, kernels " << target;
+        }
     }
 }
 

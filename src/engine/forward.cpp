@@ -37,12 +37,12 @@ CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKerne
     up_.resize(B * hp.n_ff);
     out_.resize(B * hp.n_embd);
     const size_t widest = std::max<size_t>({hp.n_embd, hp.n_ff, size_t(hp.n_head) * hp.head_dim_v});
-    scratch_.resize(size_t(pool.size()) * widest);
+    scratch_.resize(size_t(pool.size()) * widest * kernels::kScratchRows);
 }
 
 void CpuForward::matmul(const Weight& w, const float* x, size_t n_tok, float* y) {
     const size_t rows = w.rows;
-    const size_t widest = scratch_.size() / size_t(pool_.size());
+    const size_t per_thread = scratch_.size() / size_t(pool_.size());
     // Enough tasks to balance threads that run at different speeds, each still a few rows.
     const size_t n_tasks = std::min<size_t>(std::max<size_t>(rows / 16, 1), size_t(pool_.size()) * 8);
     const auto fn = k_.matmul[type_index(w.type)];
@@ -58,7 +58,7 @@ void CpuForward::matmul(const Weight& w, const float* x, size_t n_tok, float* y)
         a.ldy = rows;
         a.row0 = rows * size_t(task) / n_tasks;
         a.row1 = rows * size_t(task + 1) / n_tasks;
-        a.scratch = scratch_.data() + size_t(thread) * widest;
+        a.scratch = scratch_.data() + size_t(thread) * per_thread;
         fn(a);
     });
 }

@@ -93,8 +93,9 @@ static_assert(sizeof(BlockQ6_K) == 210);
 
 // Unpacks the 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block. The first four
 // pairs sit in the low 6 bits of bytes 0..7; the last four are split: low 4 bits in bytes
-// 8..11, high 2 bits in the spare top bits of bytes 0..7.
-constexpr void unpack_scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
+// 8..11, high 2 bits in the spare top bits of bytes 0..7. Static: kernel targets compiled with
+// different instruction sets each keep their own copy.
+static constexpr void unpack_scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
     if (j < 4) {
         sc = q[j] & 63;
         m = q[j + 4] & 63;

@@ -24,9 +24,12 @@ struct MatmulArgs {
     float* y;
     size_t ldy;
     size_t row0, row1;
-    float* scratch;  // cols floats, private to the calling thread
+    float* scratch;  // kScratchRows * cols floats, private to the calling thread
 };
 using MatmulFn = void (*)(const MatmulArgs&);
+
+// Weight rows a kernel may decode into scratch at once.
+inline constexpr size_t kScratchRows = 4;
 
 struct CpuKernels {
     std::string_view name;
@@ -34,6 +37,10 @@ struct CpuKernels {
 };
 
 const CpuKernels& scalar_kernels();
+#if defined(__x86_64__)
+const CpuKernels& avx2_kernels();    // vector_target.cpp built with -mavx2 -mfma -mf16c
+const CpuKernels& avx512_kernels();  // ... with -mavx512f -mavx512bw -mavx512vl -mavx512dq
+#endif
 
 // Names of the targets compiled in whose instructions this CPU can execute, best first.
 std::vector<std::string_view> available_targets();

@@ -1,0 +1,48 @@
+// One SIMD kernel target, compiled once per x86 instruction set by CMake (see the kernel
+// targets in CMakeLists.txt): CELER_TARGET names it (avx2, avx512) and the compile flags pick
+// the instructions. Its functions run only after dispatch.cpp has checked the CPU for them.
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "kernels/cpu/kernels.h"
+#include "tensor/blocks.h"
+
+#define CELER_STR2(x) #x
+#define CELER_STR(x) CELER_STR2(x)
+#define CELER_CAT2(a, b) a##b
+#define CELER_CAT(a, b) CELER_CAT2(a, b)
+
+namespace celer::kernels {
+namespace {
+
+inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
+inline float bfloat_to_float(uint16_t h) {
+    const uint32_t x = uint32_t(h) << 16;
+    float f;
+    __builtin_memcpy(&f, &x, 4);
+    return f;
+}
+// F16C converts 8 halves per instruction; AVX-512F 16.
+inline void half_row_to_float(const uint16_t* h, float* y, size_t n) {
+    size_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i))));
+#endif
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+    for (; i < n; ++i) y[i] = _cvtsh_ss(h[i]);
+}
+
+#include "kernels/cpu/vector_kernels.inc"
+
+constexpr CpuKernels kTable = make_vector_table(CELER_STR(CELER_TARGET), std::make_index_sequence<kTypeCount>{});
+
+}  // namespace
+
+const CpuKernels& CELER_CAT(CELER_TARGET, _kernels)() { return kTable; }
+
+}  // namespace celer::kernels
