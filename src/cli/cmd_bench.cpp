@@ -8,9 +8,23 @@
 
 #include "celer/celer.h"
 #include "cli/commands.h"
+#include "engine/bandwidth.h"
 
 namespace celer::cli {
 namespace {
+
+std::string json_escape(std::string_view s) {
+    std::string out;
+    for (char c : s) {
+        if (c == '"' || c == '\\') out += '\\';
+        if (uint8_t(c) < 0x20) {
+            out += fmt::format("\\u{:04x}", int(c));
+            continue;
+        }
+        out += c;
+    }
+    return out;
+}
 
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
@@ -69,18 +83,25 @@ int cmd_bench(Args& a) {
     const double pf = prefill.empty() ? 0 : median(prefill);
     const double dc = decode.empty() ? 0 : median(decode);
     const double gbps = dc * double(m.weight_bytes_per_token()) / 1e9;
+    // The roofline: decode cannot beat bandwidth / bytes per token. Measured with the best
+    // kernels this CPU runs, whatever target the benchmark itself was forced to.
+    ThreadPool bw_pool(engine.n_threads());
+    const double peak = measure_read_bandwidth(bw_pool, kernels::select_kernels());
+    const double roofline = peak * 1e9 / double(m.weight_bytes_per_token());
     if (json) {
         fmt::print(
             "{{\"model\": \"{}\", \"arch\": \"{}\", \"threads\": {}, \"kernels\": \"{}\", \"prompt\": {}, \"gen\": {}, \"depth\": {}, "
             "\"reps\": {}, \"prefill_tok_s\": {:.3f}, \"decode_tok_s\": {:.3f}, \"decode_weight_gb_s\": {:.3f}, "
-            "\"weight_bytes_per_token\": {}}}\n",
-            model, arch_name(m.hp.arch), engine.n_threads(), engine.kernel_target(), n_prompt, n_gen, depth, reps, pf, dc, gbps,
-            m.weight_bytes_per_token());
+            "\"weight_bytes_per_token\": {}, \"measured_bandwidth_gb_s\": {:.3f}, \"decode_roofline_tok_s\": {:.3f}, "
+            "\"decode_roofline_pct\": {:.1f}}}\n",
+            json_escape(model), arch_name(m.hp.arch), engine.n_threads(), engine.kernel_target(), n_prompt, n_gen, depth, reps, pf, dc,
+            gbps, m.weight_bytes_per_token(), peak, roofline, 100.0 * dc / roofline);
     } else {
         fmt::print("model {} ({}), {} threads, kernels {}, depth {}, {} reps (medians)\n", model, arch_name(m.hp.arch),
                    engine.n_threads(), engine.kernel_target(), depth, reps);
         fmt::print("prefill {:>6} tokens: {:>10.2f} tok/s\n", n_prompt, pf);
-        fmt::print("decode  {:>6} tokens: {:>10.2f} tok/s  ({:.2f} GB/s of weights)\n", n_gen, dc, gbps);
+        fmt::print("decode  {:>6} tokens: {:>10.2f} tok/s  ({:.2f} GB/s of weights, {:.0f}% of the {:.1f} tok/s roofline at a measured {:.1f} GB/s)\n",
+                   n_gen, dc, gbps, 100.0 * dc / roofline, roofline, peak);
     }
     return 0;
 }

@@ -34,6 +34,8 @@ inline constexpr size_t kScratchRows = 4;
 struct CpuKernels {
     std::string_view name;
     MatmulFn matmul[kTypeCount];
+    // Sum of n floats. Used to measure how fast this CPU streams memory (the decode roofline).
+    float (*sum)(const float* x, size_t n);
 };
 
 const CpuKernels& scalar_kernels();

@@ -37,6 +37,15 @@ inline void half_row_to_float(const uint16_t* h, float* y, size_t n) {
     for (; i < n; ++i) y[i] = _cvtsh_ss(h[i]);
 }
 
+#if defined(__AVX512F__)
+#include "kernels/cpu/matvec_avx512.inc"
+#else
+template <TensorType T>
+inline constexpr bool kFusedMatvec = false;
+template <TensorType T>
+void fused_matvec(const MatmulArgs&) {}
+#endif
+
 #include "kernels/cpu/vector_kernels.inc"
 
 constexpr CpuKernels kTable = make_vector_table(CELER_STR(CELER_TARGET), std::make_index_sequence<kTypeCount>{});

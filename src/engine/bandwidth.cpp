@@ -1,0 +1,29 @@
+#include "engine/bandwidth.h"
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+namespace celer {
+
+double measure_read_bandwidth(ThreadPool& pool, const kernels::CpuKernels& k, int reps) {
+    // 512 MiB: 16x the largest L3 of the machines this runs on, so the caches hold nothing of it.
+    const size_t n = size_t(128) << 20;
+    std::vector<float> buf(n, 1.0f);  // written once, so the pages are really there
+    const int parts = pool.size();
+    std::vector<float> sink(static_cast<size_t>(parts));
+    std::vector<double> gbs;
+    for (int r = 0; r < reps; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        pool.run(parts, [&](int task, int) {
+            const size_t a = n * size_t(task) / size_t(parts), b = n * size_t(task + 1) / size_t(parts);
+            sink[size_t(task)] = k.sum(buf.data() + a, b - a);
+        });
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        gbs.push_back(double(n * sizeof(float)) / s / 1e9);
+    }
+    std::sort(gbs.begin(), gbs.end());
+    return gbs[gbs.size() / 2];
+}
+
+}  // namespace celer
