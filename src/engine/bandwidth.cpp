@@ -22,8 +22,9 @@ double measure_read_bandwidth(ThreadPool& pool, const kernels::CpuKernels& k, in
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         gbs.push_back(double(n * sizeof(float)) / s / 1e9);
     }
-    std::sort(gbs.begin(), gbs.end());
-    return gbs[gbs.size() / 2];
+    // The best pass, not the median: the roofline is what the machine can deliver, and on a
+    // shared (virtualised) host the slower passes measure the neighbours, not the memory.
+    return *std::max_element(gbs.begin(), gbs.end());
 }
 
 }  // namespace celer

@@ -7,8 +7,8 @@
 
 namespace celer {
 
-// GB/s (1e9 bytes) reading a buffer far larger than the caches with every pool thread, median
-// of `reps` passes. Takes a few hundred milliseconds.
+// GB/s (1e9 bytes) reading a buffer far larger than the caches with every pool thread, best of
+// `reps` passes. Takes a few hundred milliseconds.
 double measure_read_bandwidth(ThreadPool& pool, const kernels::CpuKernels& k, int reps = 5);
 
 }  // namespace celer
