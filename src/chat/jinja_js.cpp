@@ -70,7 +70,11 @@ std::string number(double v) {
     if (std::isnan(v)) return "NaN";
     if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
     if (v == 0) return "0";
-    if (v < 0) return "-" + number(-v);
+    if (v < 0) {
+        std::string out = "-";
+        out += number(-v);
+        return out;
+    }
     // to_chars without a precision gives the shortest digits that round-trip, as JavaScript
     // does; only the layout (ECMA-262 Number::toString) differs.
     char buf[64];
@@ -78,19 +82,33 @@ std::string number(double v) {
     const std::string_view sci(buf, size_t(res.ptr - buf));
     const size_t e = sci.find('e');
     std::string digits(1, sci[0]);
-    if (e > 1) digits += sci.substr(2, e - 2);
+    if (e > 1) digits.append(sci.substr(2, e - 2));
     std::string_view exp_text = sci.substr(e + 1);
     if (exp_text[0] == '+') exp_text.remove_prefix(1);
     int exp = 0;
     std::from_chars(exp_text.data(), exp_text.data() + exp_text.size(), exp);
     const int k = int(digits.size()), n = exp + 1;  // value = 0.digits * 10^n
-    if (k <= n && n <= 21) return digits + std::string(size_t(n - k), '0');
-    if (0 < n && n <= 21) return digits.substr(0, size_t(n)) + "." + digits.substr(size_t(n));
-    if (-6 < n && n <= 0) return "0." + std::string(size_t(-n), '0') + digits;
-    std::string out = digits.substr(0, 1);
-    if (k > 1) out += "." + digits.substr(1);
-    out += n - 1 >= 0 ? "e+" : "e-";
-    out += std::to_string(std::abs(n - 1));
+    std::string out;
+    if (k <= n && n <= 21) {
+        out = digits;
+        out.append(size_t(n - k), '0');
+    } else if (0 < n && n <= 21) {
+        out.assign(digits, 0, size_t(n));
+        out += '.';
+        out.append(digits, size_t(n));
+    } else if (-6 < n && n <= 0) {
+        out = "0.";
+        out.append(size_t(-n), '0');
+        out += digits;
+    } else {
+        out.assign(1, digits[0]);
+        if (k > 1) {
+            out += '.';
+            out.append(digits, 1);
+        }
+        out += n - 1 >= 0 ? "e+" : "e-";
+        out += std::to_string(std::abs(n - 1));
+    }
     return out;
 }
 
@@ -193,13 +211,13 @@ size_t space_at(std::string_view s, size_t i) {
 }
 
 size_t space_before(std::string_view s, size_t i) {
-    // A code point is at most 4 bytes: try each start that could end exactly at i.
-    for (size_t back = 1; back <= 4 && back <= i; ++back) {
-        size_t len = 0;
-        const char32_t c = decode(s, i - back, &len);
-        if (len == back) return is_space(c) ? back : 0;
-    }
-    return 0;
+    if (i == 0) return 0;
+    // Back over up to three continuation bytes to where the last code point starts.
+    size_t start = i - 1;
+    while (start > 0 && i - start < 4 && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+    size_t len = 0;
+    const char32_t c = decode(s, start, &len);
+    return start + len == i && is_space(c) ? len : 0;
 }
 
 std::string_view trim(std::string_view s, bool start, bool end) {
