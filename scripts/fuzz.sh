@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer target with clang (ASan + UBSan) and fuzzes the GGUF reader and model
-# loader for N seconds (default 300), starting from small valid and malformed seeds.
+# Builds the libFuzzer targets with clang (ASan + UBSan) and fuzzes, N seconds each (default
+# 300): the GGUF reader and model loader, from small valid and malformed models; the chat
+# template interpreter, from the real templates in ../shared/templates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-300}
 bash scripts/setup.sh
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCELER_FUZZ=ON -DCELER_TESTS=OFF -DCELER_SANITIZE=ON >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target gguf_fuzz celer
+cmake --build build-fuzz -j "$(nproc)" --target gguf_fuzz jinja_fuzz celer
 corpus=build-fuzz/corpus
 mkdir -p "$corpus"
 if [ ! -f "$corpus/micro-llama-q8_0.gguf" ]; then
@@ -16,13 +17,21 @@ if [ ! -f "$corpus/micro-llama-q8_0.gguf" ]; then
   done
   printf 'GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00' >"$corpus/empty-v3.gguf"
 fi
-mkdir -p build-fuzz/artifacts
-ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  ./build-fuzz/fuzz/gguf_fuzz -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=2048 \
-  -artifact_prefix=build-fuzz/artifacts/ -print_final_stats=1 "$corpus" 2>build-fuzz/fuzz.log || {
-    tail -n 60 build-fuzz/fuzz.log >&2
-    echo "fuzz: FAILED (log: build-fuzz/fuzz.log, reproducer in build-fuzz/artifacts/)" >&2
-    exit 1
-  }
-grep -E "^stat::number_of_executed_units|^Done" build-fuzz/fuzz.log | sed 's/^/fuzz: /' >&2 || true
-echo "fuzz: ${seconds}s under ASan/UBSan, no crash"
+mkdir -p build-fuzz/artifacts build-fuzz/jinja-corpus
+cp -n ../shared/templates/*.jinja build-fuzz/jinja-corpus/ 2>/dev/null || true
+
+run_fuzzer() {  # run_fuzzer NAME CORPUS [EXTRA FLAGS]
+  local name=$1 corpus=$2
+  shift 2
+  ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    "./build-fuzz/fuzz/$name" -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=30 \
+    -artifact_prefix=build-fuzz/artifacts/ -print_final_stats=1 "$@" "$corpus" 2>"build-fuzz/$name.log" || {
+      tail -n 60 "build-fuzz/$name.log" >&2
+      echo "fuzz: $name FAILED (log: build-fuzz/$name.log, reproducer in build-fuzz/artifacts/)" >&2
+      exit 1
+    }
+  grep -E "^stat::number_of_executed_units" "build-fuzz/$name.log" | sed "s/^/fuzz: $name /" >&2 || true
+  echo "fuzz: $name ran ${seconds}s under ASan/UBSan, no crash"
+}
+run_fuzzer gguf_fuzz "$corpus"
+run_fuzzer jinja_fuzz build-fuzz/jinja-corpus -max_len=4096

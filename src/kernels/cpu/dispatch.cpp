@@ -1,5 +1,9 @@
 #include <cstdlib>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include <fmt/format.h>
 
 #include "kernels/cpu/kernels.h"
@@ -14,17 +18,27 @@ struct Target {
     bool (*supported)();
 };
 
+#if defined(__x86_64__)
+// F16C by CPUID (leaf 1, ECX bit 29): clang 14's __builtin_cpu_supports does not know it.
+bool has_f16c() {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+}
+bool has_avx512() {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") && has_f16c();
+}
+bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c(); }
+#endif
+bool always() { return true; }
+
 // Best first. Each entry pairs a table with the CPU features its code was compiled for.
 const Target kTargets[] = {
 #if defined(__x86_64__)
-    {&avx512_kernels,
-     [] {
-         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-     }},
-    {&avx2_kernels, [] { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"); }},
+    {&avx512_kernels, &has_avx512},
+    {&avx2_kernels, &has_avx2},
 #endif
-    {&scalar_kernels, [] { return true; }},
+    {&scalar_kernels, &always},
 };
 
 }  // namespace
