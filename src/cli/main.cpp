@@ -22,6 +22,9 @@ commands:
   tokenize  -m FILE (TEXT | --file PATH) [--special] [--bos]
             Token ids separated by spaces.
   bench     -m FILE [-t N] [--prompt N] [--gen N] [--depth N] [--reps N] [--json]
+            Prefill and decode tok/s, and decode against the measured bandwidth roofline.
+  template  -m FILE --messages CONVERSATION.json [--template FILE.jinja] [--no-generation-prompt] [--ids]
+            Render a conversation through the model's chat template.
   synth     --shape NAME [--type TYPE] [--vocab GGUF|tokenizer.json] [--layers N] [--seed S] -o OUT.gguf
             Write a model with random weights in the shape of a real one.
   help      This text.
@@ -46,6 +49,7 @@ int main(int argc, char** argv) {
         if (cmd == "synth") return cmd_synth(a);
         if (cmd == "tokenize") return cmd_tokenize(a);
         if (cmd == "bench") return cmd_bench(a);
+        if (cmd == "template") return cmd_template(a);
         if (cmd == "help" || cmd == "--help" || cmd == "-h") {
             std::fputs(kUsage.data(), stdout);
             return 0;
