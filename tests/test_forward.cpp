@@ -2,6 +2,14 @@
 // and tensor type. Both decode the same quantised weights, so the only differences are float
 // rounding and summation order: NMSE must stay below 1e-6 over 64 positions, through a batched
 // prefill and single-token decode steps.
+//
+// Except on the int8 path (a target with gemm_int8, weights it packs): there the engine rounds
+// each activation block to int8 (step amax/127), as llama.cpp does. For the synthetic models'
+// uniform activations that rounding alone has relative power (1/127^2/12) / (1/3) = 1.6e-5 per
+// product; about ten products lie in series between the embedding and the logits (q/k/v, o,
+// gate/up, down per layer, then the output), so the logits' NMSE is expected near 2e-4. The
+// bound is 1e-3 overall and per position: 5x the expectation, and still 100x below what one
+// wrong block or a misplaced row would give (NMSE of order 1).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -48,7 +56,10 @@ TEST_P(ForwardMatchesReference, Nmse) {
     }
 
     ThreadPool pool(2);
-    CpuForward fwd(*model, pool, kernels::select_kernels(target), 128);
+    const auto& k = kernels::select_kernels(target);
+    const bool int8 = k.gemm_int8 && kernels::int8_packable(model->layers[0].w_up.type, 16, 32);
+    const double bound = int8 ? 1e-3 : 1e-6, bound_pos = int8 ? 1e-3 : 1e-5;
+    CpuForward fwd(*model, pool, k, 128);
     std::vector<float> got, step;
     fwd.eval(std::span(tokens).first(kPrefill), true, got);
     for (int i = kPrefill; i < kPositions; ++i) {
@@ -57,13 +68,13 @@ TEST_P(ForwardMatchesReference, Nmse) {
     }
     ASSERT_EQ(got.size(), want.size());
     for (const float v : got) ASSERT_TRUE(std::isfinite(v));
-    EXPECT_LT(test::nmse(got, want), 1e-6);
+    EXPECT_LT(test::nmse(got, want), bound);
     // And per position, so that an error confined to decode steps cannot hide in the average.
     const size_t V = model->hp.n_vocab;
     for (int p = 0; p < kPositions; ++p) {
         const std::vector<float> g(got.begin() + long(p * V), got.begin() + long((p + 1) * V));
         const std::vector<float> w(want.begin() + long(p * V), want.begin() + long((p + 1) * V));
-        ASSERT_LT(test::nmse(g, w), 1e-5) << "position " << p;
+        ASSERT_LT(test::nmse(g, w), bound_pos) << "position " << p;
     }
 }
 

@@ -37,11 +37,63 @@ CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKerne
     up_.resize(B * hp.n_ff);
     out_.resize(B * hp.n_embd);
     const size_t widest = std::max<size_t>({hp.n_embd, hp.n_ff, size_t(hp.n_head) * hp.head_dim_v});
-    scratch_.resize(size_t(pool.size()) * widest * kernels::kScratchRows);
+    scratch_.resize(size_t(pool.size()) * std::max(widest * kernels::kScratchRows, kernels::kAttnScratch + hp.head_dim_v));
+    if (k_.gemm_int8) pack_weights();
+}
+
+void CpuForward::pack_weights() {
+    std::vector<const Weight*> ws;
+    for (const LayerWeights& L : m_.layers)
+        for (const Weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) ws.push_back(w);
+    ws.push_back(&m_.output);
+    size_t widest = 0;
+    for (const Weight* w : ws) {
+        if (!kernels::int8_packable(w->type, w->rows, w->cols) || packed_.count(w->data)) continue;
+        Packed& p = packed_[w->data];
+        p.bytes.reset(new uint8_t[kernels::packed_bytes(w->type, w->rows, w->cols)]);
+        const size_t groups = w->rows / kernels::kGroupRows;
+        const int n_tasks = int(std::min<size_t>(groups, size_t(pool_.size()) * 4));
+        pool_.run(n_tasks, [&](int task, int) {
+            kernels::pack_groups(w->type, w->data, w->row_bytes, w->cols, groups * size_t(task) / size_t(n_tasks),
+                                 groups * size_t(task + 1) / size_t(n_tasks), p.bytes.get());
+        });
+        widest = std::max<size_t>(widest, w->cols);
+    }
+    act_q_.resize(kMaxBatch * widest);
+    act_d_.resize(kMaxBatch * widest / kernels::kActBlock);
+    act_ds_.resize(act_d_.size());
 }
 
 void CpuForward::matmul(const Weight& w, const float* x, size_t n_tok, float* y) {
     const size_t rows = w.rows;
+    if (const auto it = packed_.find(w.data); it != packed_.end()) {
+        const size_t cols = w.cols, nb = cols / kernels::kActBlock;
+        const auto quantize = [&](size_t t) {
+            k_.quantize_acts(x + t * cols, cols, act_q_.data() + t * cols, act_d_.data() + t * nb, act_ds_.data() + t * nb);
+        };
+        if (n_tok == 1) {
+            quantize(0);
+        } else {
+            pool_.run(int(n_tok), [&](int t, int) { quantize(size_t(t)); });
+        }
+        const size_t groups = rows / kernels::kGroupRows;
+        const size_t n_tasks = std::min<size_t>(groups, size_t(pool_.size()) * 8);
+        pool_.run(int(n_tasks), [&](int task, int) {
+            kernels::GemmArgs a{};
+            a.type = w.type;
+            a.w = it->second.bytes.get();
+            a.cols = cols;
+            a.x = {act_q_.data(), act_d_.data(), act_ds_.data(), cols};
+            a.tok0 = 0;
+            a.tok1 = n_tok;
+            a.y = y;
+            a.ldy = rows;
+            a.g0 = groups * size_t(task) / n_tasks;
+            a.g1 = groups * size_t(task + 1) / n_tasks;
+            k_.gemm_int8(a);
+        });
+        return;
+    }
     const size_t per_thread = scratch_.size() / size_t(pool_.size());
     // Enough tasks to balance threads that run at different speeds, each still a few rows.
     const size_t n_tasks = std::min<size_t>(std::max<size_t>(rows / 16, 1), size_t(pool_.size()) * 8);
@@ -86,42 +138,31 @@ void CpuForward::rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld) 
     }
 }
 
-// Causal attention with an online softmax: one pass over the keys keeps a running maximum and
-// rescales the partial sums when it grows, so no score buffer of length n_past is needed.
+// Causal attention, one task per (token, head): token t sees the cache up to its own position.
 void CpuForward::attention(uint32_t il, size_t n_tok) {
     const HParams& hp = m_.hp;
     const uint32_t group = hp.n_head / hp.n_head_kv;
-    const float scale = 1.0f / std::sqrt(float(hp.head_dim));
     const float* kc = k_cache_[il].data();
     const float* vc = v_cache_[il].data();
     const size_t hv = hp.head_dim_v;
+    const size_t per_thread = scratch_.size() / size_t(pool_.size());
     pool_.run(int(n_tok * hp.n_head), [&](int task, int thread) {
         const size_t t = size_t(task) / hp.n_head;
         const uint32_t h = uint32_t(task) % hp.n_head;
         const uint32_t kvh = h / group;
-        const float* q = q_.data() + t * hp.q_dim() + size_t(h) * hp.head_dim;
-        float* acc = scratch_.data() + size_t(thread) * (scratch_.size() / size_t(pool_.size()));
-        std::fill(acc, acc + hv, 0.0f);
-        float mx = -INFINITY, sum = 0;
-        const size_t n_keys = n_past_ + t + 1;
-        for (size_t j = 0; j < n_keys; ++j) {
-            const float* kj = kc + j * hp.kv_dim() + size_t(kvh) * hp.head_dim;
-            float s = 0;
-            for (uint32_t d = 0; d < hp.head_dim; ++d) s += q[d] * kj[d];
-            s *= scale;
-            const float* vj = vc + j * hp.v_dim() + size_t(kvh) * hv;
-            if (s > mx) {
-                const float r = std::exp(mx - s);  // exp(-inf) = 0 on the first key
-                sum *= r;
-                for (size_t d = 0; d < hv; ++d) acc[d] *= r;
-                mx = s;
-            }
-            const float p = std::exp(s - mx);
-            sum += p;
-            for (size_t d = 0; d < hv; ++d) acc[d] += p * vj[d];
-        }
-        float* out = attn_.data() + t * hp.n_head * hv + size_t(h) * hv;
-        for (size_t d = 0; d < hv; ++d) out[d] = acc[d] / sum;
+        kernels::AttnArgs a{};
+        a.q = q_.data() + t * hp.q_dim() + size_t(h) * hp.head_dim;
+        a.k = kc + size_t(kvh) * hp.head_dim;
+        a.v = vc + size_t(kvh) * hv;
+        a.k_stride = hp.kv_dim();
+        a.v_stride = hp.v_dim();
+        a.n_keys = n_past_ + t + 1;
+        a.head_dim = hp.head_dim;
+        a.head_dim_v = hv;
+        a.scale = 1.0f / std::sqrt(float(hp.head_dim));
+        a.out = attn_.data() + t * hp.n_head * hv + size_t(h) * hv;
+        a.scratch = scratch_.data() + size_t(thread) * per_thread;
+        k_.attention(a);
     });
 }
 

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/thread_pool.h"
@@ -34,6 +36,7 @@ private:
     void eval_chunk(std::span<const TokenId> tokens, bool all_logits, float* logits_out);
     void matmul(const Weight& w, const float* x, size_t n_tok, float* y);
     void attention(uint32_t il, size_t n_tok);
+    void pack_weights();
     void rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld);
 
     const Model& m_;
@@ -46,6 +49,15 @@ private:
     std::vector<float> x_, xn_, q_, kv_k_, kv_v_, attn_, gate_, up_, out_;  // (kMaxBatch, width)
     std::vector<float> scratch_;                                           // per thread: widest row
     std::vector<float> rope_cos_, rope_sin_;                               // (n_rot / 2) for one position
+
+    // Weights repacked for the int8 path (kernels/cpu/int8.h), by the address of their data, when
+    // the kernel target has one; their activations quantised here (kMaxBatch, widest).
+    struct Packed {
+        std::unique_ptr<uint8_t[]> bytes;
+    };
+    std::unordered_map<const uint8_t*, Packed> packed_;
+    std::vector<int8_t> act_q_;
+    std::vector<float> act_d_, act_ds_;
 };
 
 }  // namespace celer

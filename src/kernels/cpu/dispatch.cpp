@@ -28,6 +28,7 @@ bool has_avx512() {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") && has_f16c();
 }
+bool has_avx512vnni() { return has_avx512() && __builtin_cpu_supports("avx512vnni"); }
 bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c(); }
 #endif
 bool always() { return true; }
@@ -35,6 +36,7 @@ bool always() { return true; }
 // Best first. Each entry pairs a table with the CPU features its code was compiled for.
 const Target kTargets[] = {
 #if defined(__x86_64__)
+    {&avx512vnni_kernels, &has_avx512vnni},
     {&avx512_kernels, &has_avx512},
     {&avx2_kernels, &has_avx2},
 #endif

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kernels/cpu/int8.h"
 #include "tensor/types.h"
 
 namespace celer::kernels {
@@ -31,17 +32,38 @@ using MatmulFn = void (*)(const MatmulArgs&);
 // Weight rows a kernel may decode into scratch at once.
 inline constexpr size_t kScratchRows = 4;
 
+// One query head against n_keys cached keys and values (causal masking is the caller's choice
+// of n_keys): out = softmax(scale * q.K^T) V, with an online softmax over tiles of keys.
+struct AttnArgs {
+    const float* q;
+    const float* k;  // key j at k + j * k_stride
+    const float* v;  // value j at v + j * v_stride
+    size_t k_stride, v_stride;
+    size_t n_keys;
+    size_t head_dim, head_dim_v;
+    float scale;
+    float* out;      // head_dim_v
+    float* scratch;  // kAttnScratch + head_dim_v floats, private to the calling thread
+};
+inline constexpr size_t kAttnScratch = 64;
+
 struct CpuKernels {
     std::string_view name;
     MatmulFn matmul[kTypeCount];
     // Sum of n floats. Used to measure how fast this CPU streams memory (the decode roofline).
     float (*sum)(const float* x, size_t n);
+    void (*attention)(const AttnArgs&);
+    // The packed int8 path (int8.h), or nullptr where this target has none: one token's
+    // activations to int8 blocks, and the product on packed weights.
+    void (*quantize_acts)(const float* x, size_t cols, int8_t* q, float* d, float* ds);
+    void (*gemm_int8)(const GemmArgs&);
 };
 
 const CpuKernels& scalar_kernels();
 #if defined(__x86_64__)
 const CpuKernels& avx2_kernels();    // vector_target.cpp built with -mavx2 -mfma -mf16c
 const CpuKernels& avx512_kernels();  // ... with -mavx512f -mavx512bw -mavx512vl -mavx512dq
+const CpuKernels& avx512vnni_kernels();  // ... and -mavx512vnni: adds the packed int8 path
 #endif
 
 // Names of the targets compiled in whose instructions this CPU can execute, best first.

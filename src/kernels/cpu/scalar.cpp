@@ -2,6 +2,7 @@
 // every token's activations. Reusing the decoded row across the batch makes prefill cost one
 // decode per row rather than one per row and token.
 #include "kernels/cpu/kernels.h"
+#include <cmath>
 #include <utility>
 
 #include "tensor/dequant.h"
@@ -46,9 +47,34 @@ float sum(const float* x, size_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
+// Online softmax: one pass over the keys keeps a running maximum and rescales the partial sums
+// when it grows, so no score buffer of length n_keys is needed.
+void attention(const AttnArgs& a) {
+    float* acc = a.scratch;
+    for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] = 0;
+    float mx = -INFINITY, sum = 0;
+    for (size_t j = 0; j < a.n_keys; ++j) {
+        const float* kj = a.k + j * a.k_stride;
+        const float* vj = a.v + j * a.v_stride;
+        float s = 0;
+        for (size_t d = 0; d < a.head_dim; ++d) s += a.q[d] * kj[d];
+        s *= a.scale;
+        if (s > mx) {
+            const float r = std::exp(mx - s);  // exp(-inf) = 0 on the first key
+            sum *= r;
+            for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] *= r;
+            mx = s;
+        }
+        const float p = std::exp(s - mx);
+        sum += p;
+        for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] += p * vj[d];
+    }
+    for (size_t d = 0; d < a.head_dim_v; ++d) a.out[d] = acc[d] / sum;
+}
+
 template <size_t... I>
 constexpr CpuKernels make_table(std::index_sequence<I...>) {
-    return CpuKernels{"scalar", {&matmul<kTypeTraits[I].type>...}, &sum};
+    return CpuKernels{"scalar", {&matmul<kTypeTraits[I].type>...}, &sum, &attention, nullptr, nullptr};
 }
 
 constexpr CpuKernels kScalar = make_table(std::make_index_sequence<kTypeCount>{});

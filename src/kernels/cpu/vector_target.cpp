@@ -46,6 +46,10 @@ template <TensorType T>
 void fused_matvec(const MatmulArgs&) {}
 #endif
 
+#if defined(__AVX512VNNI__)
+#include "kernels/cpu/gemm_vnni.inc"
+#endif
+
 #include "kernels/cpu/vector_kernels.inc"
 
 constexpr CpuKernels kTable = make_vector_table(CELER_STR(CELER_TARGET), std::make_index_sequence<kTypeCount>{});

@@ -1,0 +1,101 @@
+#include "kernels/cpu/int8.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "tensor/blocks.h"
+#include "util/fp16.h"
+
+namespace celer::kernels {
+namespace {
+
+constexpr size_t data_bytes(TensorType t) { return t == TensorType::Q8_0 ? 512 : 256; }
+constexpr size_t group_block_bytes(TensorType t) { return 2 * kGroupRows + data_bytes(t); }
+constexpr float weight_offset(TensorType t) { return t == TensorType::Q8_0 ? 128.0f : 8.0f; }
+
+}  // namespace
+
+bool int8_packable(TensorType t, size_t rows, size_t cols) {
+    return (t == TensorType::Q8_0 || t == TensorType::Q4_0) && rows % kGroupRows == 0 && cols % kActBlock == 0 && rows > 0;
+}
+
+size_t packed_bytes(TensorType t, size_t rows, size_t cols) { return rows / kGroupRows * (cols / kActBlock) * group_block_bytes(t); }
+
+void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols, size_t g0, size_t g1, uint8_t* dst) {
+    const size_t nb = cols / kActBlock, gbb = group_block_bytes(t);
+    for (size_t g = g0; g < g1; ++g) {
+        for (size_t b = 0; b < nb; ++b) {
+            uint8_t* out = dst + (g * nb + b) * gbb;
+            for (size_t r = 0; r < kGroupRows; ++r) {
+                const uint8_t* row = src + (g * kGroupRows + r) * row_bytes;
+                if (t == TensorType::Q8_0) {
+                    const auto* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
+                    std::memcpy(out + 2 * r, &blk->d, 2);
+                    for (size_t k = 0; k < 8; ++k)
+                        for (size_t j = 0; j < 4; ++j) out[2 * kGroupRows + 64 * k + 4 * r + j] = uint8_t(blk->qs[4 * k + j] + 128);
+                } else {
+                    const auto* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
+                    std::memcpy(out + 2 * r, &blk->d, 2);
+                    for (size_t k = 0; k < 4; ++k)
+                        for (size_t j = 0; j < 4; ++j) out[2 * kGroupRows + 64 * k + 4 * r + j] = blk->qs[4 * k + j];
+                }
+            }
+        }
+    }
+}
+
+void quantize_acts_ref(const float* x, size_t cols, int8_t* q, float* d, float* ds) {
+    for (size_t b = 0; b < cols / kActBlock; ++b) {
+        const float* xb = x + b * kActBlock;
+        float amax = 0;
+        for (size_t i = 0; i < kActBlock; ++i) amax = std::fmax(amax, std::fabs(xb[i]));
+        const float scale = amax / 127.0f;
+        const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (size_t i = 0; i < kActBlock; ++i) {
+            const int v = int(std::nearbyint(xb[i] * inv));
+            q[b * kActBlock + i] = int8_t(v);
+            sum += v;
+        }
+        d[b] = scale;
+        ds[b] = scale * float(sum);
+    }
+}
+
+void gemm_ref(const GemmArgs& a) {
+    const size_t nb = a.cols / kActBlock, gbb = group_block_bytes(a.type);
+    const float off = weight_offset(a.type);
+    for (size_t g = a.g0; g < a.g1; ++g) {
+        for (size_t r = 0; r < kGroupRows; ++r) {
+            for (size_t t = a.tok0; t < a.tok1; ++t) {
+                float acc = 0;
+                for (size_t b = 0; b < nb; ++b) {
+                    const uint8_t* blk = a.w + (g * nb + b) * gbb;
+                    uint16_t dh;
+                    std::memcpy(&dh, blk + 2 * r, 2);
+                    const uint8_t* data = blk + 2 * kGroupRows;
+                    const int8_t* xq = a.x.q + t * a.cols + b * kActBlock;
+                    int32_t udot = 0;
+                    for (size_t i = 0; i < kActBlock; ++i) {
+                        int u;
+                        if (a.type == TensorType::Q8_0) {
+                            u = data[64 * (i / 4) + 4 * r + i % 4];
+                        } else {
+                            const size_t k = (i % 16) / 4;
+                            const uint8_t byte = data[64 * k + 4 * r + i % 4];
+                            u = i < 16 ? byte & 0x0F : byte >> 4;
+                        }
+                        udot += u * xq[i];
+                    }
+                    const float dx = a.x.d[t * nb + b], dsx = a.x.ds[t * nb + b];
+                    // The same fused operations, in the same order, as the SIMD kernels.
+                    const float tmp = std::fma(float(udot), dx, -(off * dsx));
+                    acc = std::fma(tmp, fp16_to_fp32(dh), acc);
+                }
+                a.y[t * a.ldy + g * kGroupRows + r] = acc;
+            }
+        }
+    }
+}
+
+}  // namespace celer::kernels

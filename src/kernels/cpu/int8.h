@@ -1,0 +1,62 @@
+// Integer matrix products: weights repacked at load time into groups of 16 interleaved rows,
+// activations quantised on the fly to int8 per 32-value block. On AVX-512 VNNI one vpdpbusd
+// multiplies 4 bytes of 16 rows by 4 broadcast activation bytes, so a group's 16 outputs
+// accumulate in the lanes of one register: no horizontal sums, and each weight register is
+// reused by every token of a prefill tile.
+//
+// Packed layout, per group g of 16 rows and per 32-column block b (group-major, so one group is
+// one sequential stream):
+//   uint16 d[16]          the rows' fp16 block scales
+//   data                  chunk k holds bytes 4k..4k+3 of every row: byte 64k + 4r + j
+//     Q8_0 (512 bytes):   k = 0..7, stored as q + 128 (unsigned)
+//     Q4_0 (256 bytes):   k = 0..3, the block's own qs bytes: low nibble weight 4k+j,
+//                         high nibble weight 16+4k+j (unsigned 0..15)
+// A weight is then w = d * (u - offset) with offset 128 (Q8_0) or 8 (Q4_0), and
+//   dot(w, x) = sum_b dw_b * (dx_b * udot_b - offset * dx_b * qsum_b)
+// where x ~ dx * qx per block and qsum is the block's sum of qx (kept pre-multiplied, ds).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "tensor/types.h"
+
+namespace celer::kernels {
+
+inline constexpr size_t kGroupRows = 16;
+inline constexpr size_t kActBlock = 32;
+
+// Activations of n_tok tokens quantised per 32-value block: x[i] ~ d[b] * q[i], ds[b] = d[b] *
+// sum of the block's q. Token t's values start at q + t * cols and d + t * cols / 32.
+struct ActsQ8 {
+    const int8_t* q;
+    const float* d;
+    const float* ds;
+    size_t cols;
+};
+
+// Weight types with a packed int8 path, and whether a weight of this shape can use it.
+bool int8_packable(TensorType t, size_t rows, size_t cols);
+size_t packed_bytes(TensorType t, size_t rows, size_t cols);
+// Repacks rows [g0 * 16, g1 * 16) of a (rows, cols) weight (row stride row_bytes) into `dst`,
+// which holds the whole packed tensor.
+void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols, size_t g0, size_t g1, uint8_t* dst);
+
+// y[t * ldy + r] for tokens [tok0, tok1) and rows of groups [g0, g1).
+struct GemmArgs {
+    TensorType type;
+    const uint8_t* w;  // packed
+    size_t cols;
+    ActsQ8 x;
+    size_t tok0, tok1;
+    float* y;
+    size_t ldy;
+    size_t g0, g1;
+};
+
+// Scalar twins, the oracle the SIMD versions are tested against. quantize_acts_ref rounds half
+// to even (as the SIMD conversion does), so both produce the same bytes.
+void quantize_acts_ref(const float* x, size_t cols, int8_t* q, float* d, float* ds);
+void gemm_ref(const GemmArgs& a);
+
+}  // namespace celer::kernels

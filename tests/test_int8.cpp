@@ -1,0 +1,145 @@
+// The packed int8 path (kernels/cpu/int8.h) on every target that has one:
+// - activation quantisation gives the same bytes as the scalar twin;
+// - the SIMD product equals the scalar twin exactly: both add exact integer dot products and
+//   apply the same fused float operations in the same order;
+// - the scalar twin itself, reading the packed layout, agrees with a plain dot product of the
+//   original (unpacked) weights and the dequantised activations to float rounding, so the
+//   packing loses nothing; and with the unquantised activations within the int8 rounding bound.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "common.h"
+#include "kernels/cpu/kernels.h"
+#include "tensor/dequant.h"
+
+namespace celer {
+namespace {
+
+std::vector<const kernels::CpuKernels*> int8_targets() {
+    std::vector<const kernels::CpuKernels*> v;
+    for (auto t : kernels::available_targets())
+        if (const auto& k = kernels::select_kernels(t); k.gemm_int8) v.push_back(&k);
+    return v;
+}
+
+struct QuantizedActs {
+    std::vector<int8_t> q;
+    std::vector<float> d, ds;
+    QuantizedActs(size_t n_tok, size_t cols) : q(n_tok * cols), d(n_tok * cols / 32), ds(n_tok * cols / 32) {}
+    kernels::ActsQ8 view(size_t cols) const { return {q.data(), d.data(), ds.data(), cols}; }
+};
+
+TEST(Int8, QuantizeMatchesScalarTwin) {
+    const auto targets = int8_targets();
+    if (targets.empty()) GTEST_SKIP() << "no target with an int8 path on this CPU";
+    const size_t cols = 4864;
+    auto x = test::random_floats(cols, 5, -3.0f, 3.0f);
+    for (size_t i = 0; i < 32; ++i) x[i] = 0.0f;                          // an all-zero block
+    for (size_t i = 32; i < 64; ++i) x[i] = float(int(i) - 48) * 0.5f;   // ties at .5 after scaling
+    x[100] = 1e30f;                                                        // a huge outlier
+    QuantizedActs want(1, cols);
+    kernels::quantize_acts_ref(x.data(), cols, want.q.data(), want.d.data(), want.ds.data());
+    for (const auto* k : targets) {
+        QuantizedActs got(1, cols);
+        k->quantize_acts(x.data(), cols, got.q.data(), got.d.data(), got.ds.data());
+        EXPECT_EQ(got.q, want.q) << k->name;
+        EXPECT_EQ(got.d, want.d) << k->name;
+        EXPECT_EQ(got.ds, want.ds) << k->name;
+    }
+    for (size_t i = 0; i < 32; ++i) EXPECT_EQ(want.q[i], 0);
+}
+
+class Int8Gemm : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(Int8Gemm, MatchesScalarTwinAndUnpackedWeights) {
+    const TensorType type = GetParam();
+    const size_t rows = 48;
+    for (const size_t cols : {256u, 896u, 4864u}) {
+        ASSERT_TRUE(kernels::int8_packable(type, rows, cols));
+        const size_t rb = row_bytes(type, cols);
+        std::vector<uint8_t> w(rows * rb);
+        const auto wf = test::random_floats(rows * cols, cols * 3 + 1);
+        for (size_t r = 0; r < rows; ++r) quantize_row(type, wf.data() + r * cols, w.data() + r * rb, cols);
+        std::vector<uint8_t> packed(kernels::packed_bytes(type, rows, cols));
+        kernels::pack_groups(type, w.data(), rb, cols, 0, 1, packed.data());  // in two calls, as threads do
+        kernels::pack_groups(type, w.data(), rb, cols, 1, rows / 16, packed.data());
+
+        // 1, 3, 13 (tiles of 8 + 4 + 1) and 70 tokens (across the 64-token chunk).
+        for (const size_t n_tok : {1u, 3u, 13u, 70u}) {
+            const auto x = test::random_floats(n_tok * cols, cols + n_tok, -2.0f, 2.0f);
+            QuantizedActs xq(n_tok, cols);
+            const size_t nb = cols / 32;
+            for (size_t t = 0; t < n_tok; ++t)
+                kernels::quantize_acts_ref(x.data() + t * cols, cols, xq.q.data() + t * cols, xq.d.data() + t * nb, xq.ds.data() + t * nb);
+            std::vector<float> y_ref(n_tok * rows, NAN);
+            kernels::GemmArgs a{type, packed.data(), cols, xq.view(cols), 0, n_tok, y_ref.data(), rows, 0, rows / 16};
+            kernels::gemm_ref(a);
+
+            for (const auto* k : int8_targets()) {
+                std::vector<float> y(n_tok * rows, NAN);
+                a.y = y.data();
+                k->gemm_int8(a);
+                ASSERT_EQ(y, y_ref) << k->name << " cols " << cols << " tokens " << n_tok;
+            }
+
+            // The twin against unpacked weights. With xd the dequantised activations, the float
+            // bound is the classic 2 gamma_n sum |w xd|; against the original x the activations'
+            // rounding adds at most sum |w| * d / 2 per block.
+            const double u = std::ldexp(1.0, -24), gamma = double(cols) * u / (1 - double(cols) * u);
+            std::vector<float> wrow(cols);
+            for (size_t r = 0; r < rows; ++r) {
+                dequantize_row(type, w.data() + r * rb, wrow.data(), cols);
+                for (size_t t = 0; t < n_tok; ++t) {
+                    double dot_q = 0, mag_q = 0, dot_x = 0, round = 0;
+                    for (size_t c = 0; c < cols; ++c) {
+                        const double xd = double(xq.d[t * nb + c / 32]) * xq.q[t * cols + c];
+                        dot_q += double(wrow[c]) * xd;
+                        mag_q += std::fabs(double(wrow[c]) * xd);
+                        dot_x += double(wrow[c]) * x[t * cols + c];
+                        round += std::fabs(double(wrow[c])) * xq.d[t * nb + c / 32] / 2;
+                    }
+                    const double got = y_ref[t * rows + r];
+                    ASSERT_LE(std::fabs(got - dot_q), 2 * gamma * mag_q + 1e-30) << "row " << r << " token " << t;
+                    ASSERT_LE(std::fabs(got - dot_x), round + 2 * gamma * mag_q) << "row " << r << " token " << t;
+                }
+            }
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(PackedTypes, Int8Gemm, ::testing::Values(TensorType::Q8_0, TensorType::Q4_0),
+                         [](const auto& p) { return std::string(traits(p.param).name); });
+
+TEST(Int8, PackableShapes) {
+    EXPECT_TRUE(kernels::int8_packable(TensorType::Q8_0, 896, 4864));
+    EXPECT_FALSE(kernels::int8_packable(TensorType::Q8_0, 37, 256));  // rows not a multiple of 16
+    EXPECT_FALSE(kernels::int8_packable(TensorType::F16, 896, 896));
+    EXPECT_FALSE(kernels::int8_packable(TensorType::Q4_0, 0, 896));
+}
+
+// Every target's attention against the scalar twin: same math, different summation order and
+// tiling of the online softmax. Outputs are convex combinations of values in [-1, 1].
+TEST(Attention, EveryTargetMatchesScalar) {
+    const auto& ref = kernels::scalar_kernels();
+    for (auto name : kernels::available_targets()) {
+        const auto& k = kernels::select_kernels(name);
+        for (const size_t hd : {8u, 64u, 80u, 128u}) {
+            for (const size_t n_keys : {1u, 63u, 64u, 65u, 300u}) {
+                const size_t stride = 2 * hd + 8;  // heads interleaved, as in the KV cache
+                const auto q = test::random_floats(hd, hd + n_keys, -2.0f, 2.0f);
+                const auto kv = test::random_floats(n_keys * stride, hd * 7 + n_keys, -1.0f, 1.0f);
+                std::vector<float> out(hd, NAN), want(hd, NAN), scratch(kernels::kAttnScratch + hd);
+                kernels::AttnArgs a{q.data(), kv.data(), kv.data() + hd, stride, stride, n_keys, hd, hd, 0.125f, want.data(), scratch.data()};
+                ref.attention(a);
+                a.out = out.data();
+                k.attention(a);
+                for (size_t d = 0; d < hd; ++d)
+                    ASSERT_NEAR(out[d], want[d], 2e-6) << name << " head_dim " << hd << " keys " << n_keys << " dim " << d;
+            }
+        }
+    }
+}
+
+}  // namespace
+}  // namespace celer
