@@ -108,7 +108,7 @@ TEST_P(Int8Gemm, MatchesScalarTwinAndUnpackedWeights) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(PackedTypes, Int8Gemm, ::testing::Values(TensorType::Q8_0, TensorType::Q4_0),
+INSTANTIATE_TEST_SUITE_P(PackedTypes, Int8Gemm, ::testing::Values(TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0),
                          [](const auto& p) { return std::string(traits(p.param).name); });
 
 TEST(Int8, PackableShapes) {

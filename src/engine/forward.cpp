@@ -64,36 +64,53 @@ void CpuForward::pack_weights() {
     act_ds_.resize(act_d_.size());
 }
 
-void CpuForward::matmul(const Weight& w, const float* x, size_t n_tok, float* y) {
-    const size_t rows = w.rows;
-    if (const auto it = packed_.find(w.data); it != packed_.end()) {
-        const size_t cols = w.cols, nb = cols / kernels::kActBlock;
-        const auto quantize = [&](size_t t) {
-            k_.quantize_acts(x + t * cols, cols, act_q_.data() + t * cols, act_d_.data() + t * nb, act_ds_.data() + t * nb);
-        };
-        if (n_tok == 1) {
-            quantize(0);
-        } else {
-            pool_.run(int(n_tok), [&](int t, int) { quantize(size_t(t)); });
-        }
-        const size_t groups = rows / kernels::kGroupRows;
-        const size_t n_tasks = std::min<size_t>(groups, size_t(pool_.size()) * 8);
-        pool_.run(int(n_tasks), [&](int task, int) {
-            kernels::GemmArgs a{};
-            a.type = w.type;
-            a.w = it->second.bytes.get();
-            a.cols = cols;
-            a.x = {act_q_.data(), act_d_.data(), act_ds_.data(), cols};
-            a.tok0 = 0;
-            a.tok1 = n_tok;
-            a.y = y;
-            a.ldy = rows;
-            a.g0 = groups * size_t(task) / n_tasks;
-            a.g1 = groups * size_t(task + 1) / n_tasks;
-            k_.gemm_int8(a);
-        });
+void CpuForward::matmul(const Weight& w, const float* x, size_t n_tok, float* y) { matmuls({{&w, y}}, x, n_tok); }
+
+// Products that share their input: on the int8 path the activations are quantised once and
+// every weight's row groups go to the pool as one set of tasks (one dispatch, not one each).
+void CpuForward::matmuls(std::initializer_list<Product> products, const float* x, size_t n_tok) {
+    bool all_packed = true;
+    for (const Product& p : products) all_packed = all_packed && packed_.count(p.w->data);
+    if (!all_packed) {
+        for (const Product& p : products) matmul_float(*p.w, x, n_tok, p.y);
         return;
     }
+    const size_t cols = products.begin()->w->cols, nb = cols / kernels::kActBlock;
+    const auto quantize = [&](size_t t) {
+        k_.quantize_acts(x + t * cols, cols, act_q_.data() + t * cols, act_d_.data() + t * nb, act_ds_.data() + t * nb);
+    };
+    if (n_tok == 1) {
+        quantize(0);
+    } else {
+        pool_.run(int(n_tok), [&](int t, int) { quantize(size_t(t)); });
+    }
+    // Tasks of a few row groups each, enough to balance threads that run at different speeds.
+    tasks_.clear();
+    for (const Product& p : products) {
+        const size_t groups = p.w->rows / kernels::kGroupRows;
+        const size_t n = std::min<size_t>(groups, size_t(pool_.size()) * 8);
+        for (size_t i = 0; i < n; ++i) tasks_.push_back({&p, groups * i / n, groups * (i + 1) / n});
+    }
+    pool_.run(int(tasks_.size()), [&](int task, int) {
+        const GemmTask& gt = tasks_[size_t(task)];
+        const Weight& w = *gt.p->w;
+        kernels::GemmArgs a{};
+        a.type = w.type;
+        a.w = packed_.find(w.data)->second.bytes.get();
+        a.cols = cols;
+        a.x = {act_q_.data(), act_d_.data(), act_ds_.data(), cols};
+        a.tok0 = 0;
+        a.tok1 = n_tok;
+        a.y = gt.p->y;
+        a.ldy = w.rows;
+        a.g0 = gt.g0;
+        a.g1 = gt.g1;
+        k_.gemm_int8(a);
+    });
+}
+
+void CpuForward::matmul_float(const Weight& w, const float* x, size_t n_tok, float* y) {
+    const size_t rows = w.rows;
     const size_t per_thread = scratch_.size() / size_t(pool_.size());
     // Enough tasks to balance threads that run at different speeds, each still a few rows.
     const size_t n_tasks = std::min<size_t>(std::max<size_t>(rows / 16, 1), size_t(pool_.size()) * 8);
@@ -195,9 +212,7 @@ void CpuForward::eval_chunk(std::span<const TokenId> tokens, bool all_logits, fl
     for (uint32_t il = 0; il < hp.n_layer; ++il) {
         const LayerWeights& L = m_.layers[il];
         for (size_t t = 0; t < n; ++t) rms_norm(x_.data() + t * E, L.attn_norm.data(), xn_.data() + t * E, E, hp.rms_eps);
-        matmul(L.wq, xn_.data(), n, q_.data());
-        matmul(L.wk, xn_.data(), n, kv_k_.data());
-        matmul(L.wv, xn_.data(), n, kv_v_.data());
+        matmuls({{&L.wq, q_.data()}, {&L.wk, kv_k_.data()}, {&L.wv, kv_v_.data()}}, xn_.data(), n);
         for (size_t t = 0; t < n; ++t) {
             float* q = q_.data() + t * hp.q_dim();
             float* k = kv_k_.data() + t * hp.kv_dim();
@@ -219,8 +234,7 @@ void CpuForward::eval_chunk(std::span<const TokenId> tokens, bool all_logits, fl
         for (size_t i = 0; i < n * E; ++i) x_[i] += out_[i];
 
         for (size_t t = 0; t < n; ++t) rms_norm(x_.data() + t * E, L.ffn_norm.data(), xn_.data() + t * E, E, hp.rms_eps);
-        matmul(L.w_gate, xn_.data(), n, gate_.data());
-        matmul(L.w_up, xn_.data(), n, up_.data());
+        matmuls({{&L.w_gate, gate_.data()}, {&L.w_up, up_.data()}}, xn_.data(), n);
         for (size_t i = 0; i < n * hp.n_ff; ++i) {
             const float g = gate_[i];
             gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];

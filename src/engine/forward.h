@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <unordered_map>
@@ -34,7 +35,13 @@ public:
 
 private:
     void eval_chunk(std::span<const TokenId> tokens, bool all_logits, float* logits_out);
+    struct Product {
+        const Weight* w;
+        float* y;
+    };
     void matmul(const Weight& w, const float* x, size_t n_tok, float* y);
+    void matmuls(std::initializer_list<Product> products, const float* x, size_t n_tok);
+    void matmul_float(const Weight& w, const float* x, size_t n_tok, float* y);
     void attention(uint32_t il, size_t n_tok);
     void pack_weights();
     void rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld);
@@ -58,6 +65,11 @@ private:
     std::unordered_map<const uint8_t*, Packed> packed_;
     std::vector<int8_t> act_q_;
     std::vector<float> act_d_, act_ds_;
+    struct GemmTask {
+        const Product* p;
+        size_t g0, g1;
+    };
+    std::vector<GemmTask> tasks_;
 };
 
 }  // namespace celer

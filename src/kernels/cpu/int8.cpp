@@ -9,14 +9,17 @@
 namespace celer::kernels {
 namespace {
 
-constexpr size_t data_bytes(TensorType t) { return t == TensorType::Q8_0 ? 512 : 256; }
+constexpr size_t data_bytes(TensorType t) { return t == TensorType::Q8_0 ? 512 : t == TensorType::Q5_0 ? 320 : 256; }
 constexpr size_t group_block_bytes(TensorType t) { return 2 * kGroupRows + data_bytes(t); }
-constexpr float weight_offset(TensorType t) { return t == TensorType::Q8_0 ? 128.0f : 8.0f; }
+constexpr float weight_offset(TensorType t) { return t == TensorType::Q8_0 ? 128.0f : t == TensorType::Q5_0 ? 16.0f : 8.0f; }
+
+// Bit i of a Q5_0 row's qh is the fifth bit of its weight i.
+bool fifth_bit(const BlockQ5_0& b, size_t i) { return (b.qh[i / 8] >> (i % 8)) & 1; }
 
 }  // namespace
 
 bool int8_packable(TensorType t, size_t rows, size_t cols) {
-    return (t == TensorType::Q8_0 || t == TensorType::Q4_0) && rows % kGroupRows == 0 && cols % kActBlock == 0 && rows > 0;
+    return (t == TensorType::Q8_0 || t == TensorType::Q4_0 || t == TensorType::Q5_0) && rows % kGroupRows == 0 && cols % kActBlock == 0 && rows > 0;
 }
 
 size_t packed_bytes(TensorType t, size_t rows, size_t cols) { return rows / kGroupRows * (cols / kActBlock) * group_block_bytes(t); }
@@ -33,11 +36,24 @@ void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols
                     std::memcpy(out + 2 * r, &blk->d, 2);
                     for (size_t k = 0; k < 8; ++k)
                         for (size_t j = 0; j < 4; ++j) out[2 * kGroupRows + 64 * k + 4 * r + j] = uint8_t(blk->qs[4 * k + j] + 128);
-                } else {
+                } else if (t == TensorType::Q4_0) {
                     const auto* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
                     std::memcpy(out + 2 * r, &blk->d, 2);
                     for (size_t k = 0; k < 4; ++k)
                         for (size_t j = 0; j < 4; ++j) out[2 * kGroupRows + 64 * k + 4 * r + j] = blk->qs[4 * k + j];
+                } else {
+                    const auto* blk = reinterpret_cast<const BlockQ5_0*>(row) + b;
+                    std::memcpy(out + 2 * r, &blk->d, 2);
+                    uint8_t* masks = out + 2 * kGroupRows + 256;
+                    for (size_t k = 0; k < 4; ++k) {
+                        for (size_t j = 0; j < 4; ++j) {
+                            const size_t bit = 4 * r + j;  // of mask k (low nibbles) and 4 + k (high)
+                            out[2 * kGroupRows + 64 * k + bit] = blk->qs[4 * k + j];
+                            if (r == 0 && j == 0) std::memset(masks + 8 * k, 0, 8), std::memset(masks + 8 * (4 + k), 0, 8);
+                            if (fifth_bit(*blk, 4 * k + j)) masks[8 * k + bit / 8] |= uint8_t(1u << (bit % 8));
+                            if (fifth_bit(*blk, 16 + 4 * k + j)) masks[8 * (4 + k) + bit / 8] |= uint8_t(1u << (bit % 8));
+                        }
+                    }
                 }
             }
         }
@@ -81,9 +97,13 @@ void gemm_ref(const GemmArgs& a) {
                         if (a.type == TensorType::Q8_0) {
                             u = data[64 * (i / 4) + 4 * r + i % 4];
                         } else {
-                            const size_t k = (i % 16) / 4;
-                            const uint8_t byte = data[64 * k + 4 * r + i % 4];
+                            const size_t k = (i % 16) / 4, bit = 4 * r + i % 4;
+                            const uint8_t byte = data[64 * k + bit];
                             u = i < 16 ? byte & 0x0F : byte >> 4;
+                            if (a.type == TensorType::Q5_0) {
+                                const uint8_t* mask = data + 256 + 8 * (i < 16 ? k : 4 + k);
+                                u += ((mask[bit / 8] >> (bit % 8)) & 1) * 16;
+                            }
                         }
                         udot += u * xq[i];
                     }

@@ -11,7 +11,10 @@
 //     Q8_0 (512 bytes):   k = 0..7, stored as q + 128 (unsigned)
 //     Q4_0 (256 bytes):   k = 0..3, the block's own qs bytes: low nibble weight 4k+j,
 //                         high nibble weight 16+4k+j (unsigned 0..15)
-// A weight is then w = d * (u - offset) with offset 128 (Q8_0) or 8 (Q4_0), and
+//     Q5_0 (320 bytes):   the Q4_0 layout, then 8 little-endian 64-bit masks: bit 4r+j of mask
+//                         k (k+4) is the fifth bit of the low (high) nibble at 64k + 4r + j;
+//                         one AVX-512 byte mask each, so adding 16 where set costs one op
+// A weight is then w = d * (u - offset) with offset 128 (Q8_0), 8 (Q4_0) or 16 (Q5_0), and
 //   dot(w, x) = sum_b dw_b * (dx_b * udot_b - offset * dx_b * qsum_b)
 // where x ~ dx * qx per block and qsum is the block's sum of qx (kept pre-multiplied, ds).
 #pragma once
