@@ -235,10 +235,7 @@ void CpuForward::eval_chunk(std::span<const TokenId> tokens, bool all_logits, fl
 
         for (size_t t = 0; t < n; ++t) rms_norm(x_.data() + t * E, L.ffn_norm.data(), xn_.data() + t * E, E, hp.rms_eps);
         matmuls({{&L.w_gate, gate_.data()}, {&L.w_up, up_.data()}}, xn_.data(), n);
-        for (size_t i = 0; i < n * hp.n_ff; ++i) {
-            const float g = gate_[i];
-            gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];
-        }
+        k_.swiglu(gate_.data(), up_.data(), n * hp.n_ff);
         matmul(L.w_down, gate_.data(), n, out_.data());
         for (size_t i = 0; i < n * E; ++i) x_[i] += out_[i];
     }

@@ -53,6 +53,8 @@ struct CpuKernels {
     // Sum of n floats. Used to measure how fast this CPU streams memory (the decode roofline).
     float (*sum)(const float* x, size_t n);
     void (*attention)(const AttnArgs&);
+    // g[i] = silu(g[i]) * u[i], the SwiGLU gate.
+    void (*swiglu)(float* g, const float* u, size_t n);
     // The packed int8 path (int8.h), or nullptr where this target has none: one token's
     // activations to int8 blocks, and the product on packed weights.
     void (*quantize_acts)(const float* x, size_t cols, int8_t* q, float* d, float* ds);

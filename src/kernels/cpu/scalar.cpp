@@ -72,9 +72,13 @@ void attention(const AttnArgs& a) {
     for (size_t d = 0; d < a.head_dim_v; ++d) a.out[d] = acc[d] / sum;
 }
 
+void swiglu(float* g, const float* u, size_t n) {
+    for (size_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
 template <size_t... I>
 constexpr CpuKernels make_table(std::index_sequence<I...>) {
-    return CpuKernels{"scalar", {&matmul<kTypeTraits[I].type>...}, &sum, &attention, nullptr, nullptr};
+    return CpuKernels{"scalar", {&matmul<kTypeTraits[I].type>...}, &sum, &attention, &swiglu, nullptr, nullptr};
 }
 
 constexpr CpuKernels kScalar = make_table(std::make_index_sequence<kTypeCount>{});
