@@ -56,10 +56,9 @@ TEST_P(ForwardMatchesReference, Nmse) {
     }
 
     ThreadPool pool(2);
-    const auto& k = kernels::select_kernels(target);
-    const bool int8 = k.gemm_int8 && kernels::int8_packable(model->layers[0].w_up.type, 16, 32);
+    CpuForward fwd(*model, pool, kernels::select_kernels(target), 128);
+    const bool int8 = fwd.int8_weights() > 0;
     const double bound = int8 ? 1e-3 : 1e-6, bound_pos = int8 ? 1e-3 : 1e-5;
-    CpuForward fwd(*model, pool, k, 128);
     std::vector<float> got, step;
     fwd.eval(std::span(tokens).first(kPrefill), true, got);
     for (int i = kPrefill; i < kPositions; ++i) {

@@ -31,6 +31,9 @@ public:
     // Forgets every position from n on (n <= n_past()).
     void truncate(uint32_t n) { n_past_ = n < n_past_ ? n : n_past_; }
 
+    // Weights repacked for the int8 path (0 where the kernel target has none).
+    size_t int8_weights() const { return packed_.size(); }
+
     static constexpr uint32_t kMaxBatch = 256;
 
 private:

@@ -16,15 +16,46 @@ constexpr float weight_offset(TensorType t) { return t == TensorType::Q8_0 ? 128
 // Bit i of a Q5_0 row's qh is the fifth bit of its weight i.
 bool fifth_bit(const BlockQ5_0& b, size_t i) { return (b.qh[i / 8] >> (i % 8)) & 1; }
 
+// Q4_K: one group's super-block (see int8.h for the layout).
+void pack_q4_k(const uint8_t* src, size_t row_bytes, size_t g, size_t sb, uint8_t* out) {
+    for (size_t r = 0; r < kGroupRows; ++r) {
+        const auto* blk = reinterpret_cast<const BlockQ4_K*>(src + (g * kGroupRows + r) * row_bytes) + sb;
+        std::memcpy(out + 2 * r, &blk->d, 2);
+        std::memcpy(out + 32 + 2 * r, &blk->dmin, 2);
+        for (int j = 0; j < 8; ++j) {
+            uint8_t sc, m;
+            unpack_scale_min_k4(j, blk->scales, sc, m);
+            out[64 + 16 * j + r] = sc;
+            out[192 + 16 * j + r] = m;
+            // Sub-block j's weight l is nibble j % 2 of qs[32 (j / 2) + l].
+            const auto q = [&](size_t l) { return uint8_t((blk->qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0F); };
+            uint8_t* data = out + kKHeaderBytes + 256 * size_t(j);
+            for (size_t k = 0; k < 4; ++k)
+                for (size_t jj = 0; jj < 4; ++jj) data[64 * k + 4 * r + jj] = uint8_t(q(4 * k + jj) | q(16 + 4 * k + jj) << 4);
+        }
+    }
+}
+
 }  // namespace
 
 bool int8_packable(TensorType t, size_t rows, size_t cols) {
-    return (t == TensorType::Q8_0 || t == TensorType::Q4_0 || t == TensorType::Q5_0) && rows % kGroupRows == 0 && cols % kActBlock == 0 && rows > 0;
+    if (rows == 0 || rows % kGroupRows) return false;
+    if (t == TensorType::Q4_K) return cols % 256 == 0;
+    return (t == TensorType::Q8_0 || t == TensorType::Q4_0 || t == TensorType::Q5_0) && cols % kActBlock == 0;
 }
 
-size_t packed_bytes(TensorType t, size_t rows, size_t cols) { return rows / kGroupRows * (cols / kActBlock) * group_block_bytes(t); }
+size_t packed_bytes(TensorType t, size_t rows, size_t cols) {
+    if (t == TensorType::Q4_K) return rows / kGroupRows * (cols / 256) * kQ4KGroupBytes;
+    return rows / kGroupRows * (cols / kActBlock) * group_block_bytes(t);
+}
 
 void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols, size_t g0, size_t g1, uint8_t* dst) {
+    if (t == TensorType::Q4_K) {
+        const size_t nsb = cols / 256;
+        for (size_t g = g0; g < g1; ++g)
+            for (size_t sb = 0; sb < nsb; ++sb) pack_q4_k(src, row_bytes, g, sb, dst + (g * nsb + sb) * kQ4KGroupBytes);
+        return;
+    }
     const size_t nb = cols / kActBlock, gbb = group_block_bytes(t);
     for (size_t g = g0; g < g1; ++g) {
         for (size_t b = 0; b < nb; ++b) {
@@ -78,7 +109,45 @@ void quantize_acts_ref(const float* x, size_t cols, int8_t* q, float* d, float* 
     }
 }
 
+namespace {
+
+void gemm_ref_q4_k(const GemmArgs& a) {
+    const size_t nsb = a.cols / 256, nb = a.cols / kActBlock;
+    for (size_t g = a.g0; g < a.g1; ++g) {
+        for (size_t r = 0; r < kGroupRows; ++r) {
+            for (size_t t = a.tok0; t < a.tok1; ++t) {
+                float acc = 0;
+                for (size_t sb = 0; sb < nsb; ++sb) {
+                    const uint8_t* blk = a.w + (g * nsb + sb) * kQ4KGroupBytes;
+                    uint16_t dh, mh;
+                    std::memcpy(&dh, blk + 2 * r, 2);
+                    std::memcpy(&mh, blk + 32 + 2 * r, 2);
+                    for (size_t j = 0; j < 8; ++j) {
+                        const uint8_t* data = blk + kKHeaderBytes + 256 * j;
+                        const int8_t* xq = a.x.q + t * a.cols + (sb * 8 + j) * kActBlock;
+                        int32_t udot = 0;
+                        for (size_t i = 0; i < kActBlock; ++i) {
+                            const uint8_t byte = data[64 * ((i % 16) / 4) + 4 * r + i % 4];
+                            udot += (i < 16 ? byte & 0x0F : byte >> 4) * xq[i];
+                        }
+                        const float scale = float(blk[64 + 16 * j + r]) * fp16_to_fp32(dh);
+                        const float mn = float(blk[192 + 16 * j + r]) * fp16_to_fp32(mh);
+                        const size_t xb = t * nb + sb * 8 + j;
+                        // As the SIMD kernel: (udot dx) scale + acc, then acc - mn ds, each fused.
+                        acc = std::fma(float(udot) * a.x.d[xb], scale, acc);
+                        acc = std::fma(-mn, a.x.ds[xb], acc);
+                    }
+                }
+                a.y[t * a.ldy + g * kGroupRows + r] = acc;
+            }
+        }
+    }
+}
+
+}  // namespace
+
 void gemm_ref(const GemmArgs& a) {
+    if (a.type == TensorType::Q4_K) return gemm_ref_q4_k(a);
     const size_t nb = a.cols / kActBlock, gbb = group_block_bytes(a.type);
     const float off = weight_offset(a.type);
     for (size_t g = a.g0; g < a.g1; ++g) {

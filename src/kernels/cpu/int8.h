@@ -17,6 +17,12 @@
 // A weight is then w = d * (u - offset) with offset 128 (Q8_0), 8 (Q4_0) or 16 (Q5_0), and
 //   dot(w, x) = sum_b dw_b * (dx_b * udot_b - offset * dx_b * qsum_b)
 // where x ~ dx * qx per block and qsum is the block's sum of qx (kept pre-multiplied, ds).
+//
+// Q4_K goes by 256-column super-blocks instead, per group (2368 bytes, 2304 in the file):
+//   uint16 d[16], dmin[16]   the rows' super-block scales
+//   uint8 sc[8][16], m[8][16] the 6-bit sub-block scales and mins, unpacked, sub-block-major
+//   then 8 x 256 bytes       each 32-column sub-block in the Q4_0 nibble layout
+// with w = d sc_j q - dmin m_j, so dot = sum_j (d sc_j) (dx udot_j) - (dmin m_j) ds_j.
 #pragma once
 
 #include <cstddef>
@@ -28,6 +34,8 @@ namespace celer::kernels {
 
 inline constexpr size_t kGroupRows = 16;
 inline constexpr size_t kActBlock = 32;
+inline constexpr size_t kKHeaderBytes = 320;
+inline constexpr size_t kQ4KGroupBytes = kKHeaderBytes + 8 * 256;
 
 // Activations of n_tok tokens quantised per 32-value block: x[i] ~ d[b] * q[i], ds[b] = d[b] *
 // sum of the block's q. Token t's values start at q + t * cols and d + t * cols / 32.
