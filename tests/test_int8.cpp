@@ -25,9 +25,9 @@ std::vector<const kernels::CpuKernels*> int8_targets() {
 
 struct QuantizedActs {
     std::vector<int8_t> q;
-    std::vector<float> d, ds;
-    QuantizedActs(size_t n_tok, size_t cols) : q(n_tok * cols), d(n_tok * cols / 32), ds(n_tok * cols / 32) {}
-    kernels::ActsQ8 view(size_t cols) const { return {q.data(), d.data(), ds.data(), cols}; }
+    std::vector<float> d, ds, ds2;
+    QuantizedActs(size_t n_tok, size_t cols) : q(n_tok * cols), d(n_tok * cols / 32), ds(n_tok * cols / 32), ds2(n_tok * cols / 16) {}
+    kernels::ActsQ8 view(size_t cols) const { return {q.data(), d.data(), ds.data(), ds2.data(), cols}; }
 };
 
 TEST(Int8, QuantizeMatchesScalarTwin) {
@@ -39,18 +39,19 @@ TEST(Int8, QuantizeMatchesScalarTwin) {
     for (size_t i = 32; i < 64; ++i) x[i] = float(int(i) - 48) * 0.5f;   // ties at .5 after scaling
     x[100] = 1e30f;                                                        // a huge outlier
     QuantizedActs want(1, cols);
-    kernels::quantize_acts_ref(x.data(), cols, want.q.data(), want.d.data(), want.ds.data());
+    kernels::quantize_acts_ref(x.data(), cols, want.q.data(), want.d.data(), want.ds.data(), want.ds2.data());
     for (const auto* k : targets) {
         QuantizedActs got(1, cols);
-        k->quantize_acts(x.data(), cols, got.q.data(), got.d.data(), got.ds.data());
+        k->quantize_acts(x.data(), cols, got.q.data(), got.d.data(), got.ds.data(), got.ds2.data());
         EXPECT_EQ(got.q, want.q) << k->name;
         EXPECT_EQ(got.d, want.d) << k->name;
         EXPECT_EQ(got.ds, want.ds) << k->name;
+        EXPECT_EQ(got.ds2, want.ds2) << k->name;
     }
     for (size_t i = 0; i < 32; ++i) EXPECT_EQ(want.q[i], 0);
 }
 
-bool is_k_quant(TensorType t) { return t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K; }
+using kernels::is_k_quant;
 
 class Int8Gemm : public ::testing::TestWithParam<TensorType> {};
 
@@ -77,7 +78,8 @@ TEST_P(Int8Gemm, MatchesScalarTwinAndUnpackedWeights) {
             QuantizedActs xq(n_tok, cols);
             const size_t nb = cols / 32;
             for (size_t t = 0; t < n_tok; ++t)
-                kernels::quantize_acts_ref(x.data() + t * cols, cols, xq.q.data() + t * cols, xq.d.data() + t * nb, xq.ds.data() + t * nb);
+                kernels::quantize_acts_ref(x.data() + t * cols, cols, xq.q.data() + t * cols, xq.d.data() + t * nb, xq.ds.data() + t * nb,
+                                           xq.ds2.data() + 2 * t * nb);
             std::vector<float> y_ref(n_tok * rows, NAN);
             kernels::GemmArgs a{type, packed.data(), cols, xq.view(cols), 0, n_tok, y_ref.data(), rows, 0, rows / 16};
             kernels::gemm_ref(a);
@@ -114,7 +116,8 @@ TEST_P(Int8Gemm, MatchesScalarTwinAndUnpackedWeights) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(PackedTypes, Int8Gemm, ::testing::Values(TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0, TensorType::Q4_K),
+INSTANTIATE_TEST_SUITE_P(PackedTypes, Int8Gemm, ::testing::Values(TensorType::Q8_0, TensorType::Q4_0, TensorType::Q5_0, TensorType::Q4_K, TensorType::Q5_K,
+                                                             TensorType::Q6_K),
                          [](const auto& p) { return std::string(traits(p.param).name); });
 
 TEST(Int8, PackableShapes) {

@@ -62,6 +62,7 @@ void CpuForward::pack_weights() {
     act_q_.resize(kMaxBatch * widest);
     act_d_.resize(kMaxBatch * widest / kernels::kActBlock);
     act_ds_.resize(act_d_.size());
+    act_ds2_.resize(2 * act_d_.size());
 }
 
 void CpuForward::matmul(const Weight& w, const float* x, size_t n_tok, float* y) { matmuls({{&w, y}}, x, n_tok); }
@@ -77,7 +78,8 @@ void CpuForward::matmuls(std::initializer_list<Product> products, const float* x
     }
     const size_t cols = products.begin()->w->cols, nb = cols / kernels::kActBlock;
     const auto quantize = [&](size_t t) {
-        k_.quantize_acts(x + t * cols, cols, act_q_.data() + t * cols, act_d_.data() + t * nb, act_ds_.data() + t * nb);
+        k_.quantize_acts(x + t * cols, cols, act_q_.data() + t * cols, act_d_.data() + t * nb, act_ds_.data() + t * nb,
+                         act_ds2_.data() + 2 * t * nb);
     };
     if (n_tok == 1) {
         quantize(0);
@@ -98,7 +100,7 @@ void CpuForward::matmuls(std::initializer_list<Product> products, const float* x
         a.type = w.type;
         a.w = packed_.find(w.data)->second.bytes.get();
         a.cols = cols;
-        a.x = {act_q_.data(), act_d_.data(), act_ds_.data(), cols};
+        a.x = {act_q_.data(), act_d_.data(), act_ds_.data(), act_ds2_.data(), cols};
         a.tok0 = 0;
         a.tok1 = n_tok;
         a.y = gt.p->y;

@@ -67,7 +67,7 @@ private:
     };
     std::unordered_map<const uint8_t*, Packed> packed_;
     std::vector<int8_t> act_q_;
-    std::vector<float> act_d_, act_ds_;
+    std::vector<float> act_d_, act_ds_, act_ds2_;
     struct GemmTask {
         const Product* p;
         size_t g0, g1;

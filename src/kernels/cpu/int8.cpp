@@ -16,22 +16,75 @@ constexpr float weight_offset(TensorType t) { return t == TensorType::Q8_0 ? 128
 // Bit i of a Q5_0 row's qh is the fifth bit of its weight i.
 bool fifth_bit(const BlockQ5_0& b, size_t i) { return (b.qh[i / 8] >> (i % 8)) & 1; }
 
-// Q4_K: one group's super-block (see int8.h for the layout).
-void pack_q4_k(const uint8_t* src, size_t row_bytes, size_t g, size_t sb, uint8_t* out) {
+// One 32-column sub-block of 16 rows: the low 4 bits of q(r, i) in the Q4_0 nibble layout, then
+// one mask set per higher bit (`bits` - 4 of them). Bit 4r+jj of mask k (4+k) is that bit of
+// the weight in the low (high) nibble of byte 64k + 4r + jj.
+template <typename Q>
+void pack_sub_block(const Q& q, int bits, uint8_t* out) {
+    std::memset(out + 256, 0, size_t(bits - 4) * 64);
     for (size_t r = 0; r < kGroupRows; ++r) {
-        const auto* blk = reinterpret_cast<const BlockQ4_K*>(src + (g * kGroupRows + r) * row_bytes) + sb;
-        std::memcpy(out + 2 * r, &blk->d, 2);
-        std::memcpy(out + 32 + 2 * r, &blk->dmin, 2);
-        for (int j = 0; j < 8; ++j) {
-            uint8_t sc, m;
-            unpack_scale_min_k4(j, blk->scales, sc, m);
-            out[64 + 16 * j + r] = sc;
-            out[192 + 16 * j + r] = m;
+        for (size_t k = 0; k < 4; ++k) {
+            for (size_t jj = 0; jj < 4; ++jj) {
+                const size_t bit = 4 * r + jj;
+                const unsigned lo = q(r, 4 * k + jj), hi = q(r, 16 + 4 * k + jj);
+                out[64 * k + bit] = uint8_t((lo & 0x0F) | (hi & 0x0F) << 4);
+                for (int h = 4; h < bits; ++h) {
+                    uint8_t* masks = out + 256 + 64 * size_t(h - 4);
+                    if ((lo >> h) & 1) masks[8 * k + bit / 8] |= uint8_t(1u << (bit % 8));
+                    if ((hi >> h) & 1) masks[8 * (4 + k) + bit / 8] |= uint8_t(1u << (bit % 8));
+                }
+            }
+        }
+    }
+}
+
+template <typename Block>
+const Block& k_block(const uint8_t* src, size_t row_bytes, size_t g, size_t r, size_t sb) {
+    return reinterpret_cast<const Block*>(src + (g * kGroupRows + r) * row_bytes)[sb];
+}
+
+// Weight i (0..255) of a Q6_K super-block, 0..63: see dequant_q6_k for the bit positions.
+unsigned q6_k_value(const BlockQ6_K& b, size_t i) {
+    const size_t h = i / 128, k4 = (i % 128) / 32, l = i % 32;
+    const uint8_t ql = b.ql[64 * h + l + 32 * (k4 % 2)];
+    const unsigned lo = k4 < 2 ? ql & 0x0F : ql >> 4;
+    return lo | ((b.qh[32 * h + l] >> (2 * k4)) & 3) << 4;
+}
+
+// Row r's header fields of a Q4_K or Q5_K record.
+template <typename Block>
+void pack_scales_mins(const Block& blk, size_t r, uint8_t* out) {
+    std::memcpy(out + 2 * r, &blk.d, 2);
+    std::memcpy(out + 32 + 2 * r, &blk.dmin, 2);
+    for (int j = 0; j < 8; ++j) unpack_scale_min_k4(j, blk.scales, out[64 + 16 * j + r], out[192 + 16 * j + r]);
+}
+
+// One group's super-block record (layout in int8.h).
+void pack_k_record(TensorType t, const uint8_t* src, size_t row_bytes, size_t g, size_t sb, uint8_t* out) {
+    const size_t hdr = k_header_bytes(t), sub = k_sub_bytes(t);
+    for (size_t r = 0; r < kGroupRows; ++r) {
+        if (t == TensorType::Q6_K) {
+            const auto& blk = k_block<BlockQ6_K>(src, row_bytes, g, r, sb);
+            std::memcpy(out + 2 * r, &blk.d, 2);
+            for (size_t j = 0; j < 16; ++j) out[32 + 16 * j + r] = uint8_t(blk.scales[j]);
+        } else if (t == TensorType::Q5_K) {
+            pack_scales_mins(k_block<BlockQ5_K>(src, row_bytes, g, r, sb), r, out);
+        } else {
+            pack_scales_mins(k_block<BlockQ4_K>(src, row_bytes, g, r, sb), r, out);
+        }
+    }
+    for (size_t j = 0; j < 8; ++j) {
+        uint8_t* dst = out + hdr + sub * j;
+        if (t == TensorType::Q4_K) {
             // Sub-block j's weight l is nibble j % 2 of qs[32 (j / 2) + l].
-            const auto q = [&](size_t l) { return uint8_t((blk->qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0F); };
-            uint8_t* data = out + kKHeaderBytes + 256 * size_t(j);
-            for (size_t k = 0; k < 4; ++k)
-                for (size_t jj = 0; jj < 4; ++jj) data[64 * k + 4 * r + jj] = uint8_t(q(4 * k + jj) | q(16 + 4 * k + jj) << 4);
+            pack_sub_block([&](size_t r, size_t l) { return unsigned(k_block<BlockQ4_K>(src, row_bytes, g, r, sb).qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0F; }, 4, dst);
+        } else if (t == TensorType::Q5_K) {
+            pack_sub_block([&](size_t r, size_t l) {
+                const auto& blk = k_block<BlockQ5_K>(src, row_bytes, g, r, sb);
+                return ((unsigned(blk.qs[32 * (j / 2) + l]) >> (4 * (j % 2))) & 0x0F) | ((unsigned(blk.qh[l]) >> j) & 1) << 4;
+            }, 5, dst);
+        } else {
+            pack_sub_block([&](size_t r, size_t l) { return q6_k_value(k_block<BlockQ6_K>(src, row_bytes, g, r, sb), 32 * j + l); }, 6, dst);
         }
     }
 }
@@ -40,20 +93,20 @@ void pack_q4_k(const uint8_t* src, size_t row_bytes, size_t g, size_t sb, uint8_
 
 bool int8_packable(TensorType t, size_t rows, size_t cols) {
     if (rows == 0 || rows % kGroupRows) return false;
-    if (t == TensorType::Q4_K) return cols % 256 == 0;
+    if (is_k_quant(t)) return cols % 256 == 0;
     return (t == TensorType::Q8_0 || t == TensorType::Q4_0 || t == TensorType::Q5_0) && cols % kActBlock == 0;
 }
 
 size_t packed_bytes(TensorType t, size_t rows, size_t cols) {
-    if (t == TensorType::Q4_K) return rows / kGroupRows * (cols / 256) * kQ4KGroupBytes;
+    if (is_k_quant(t)) return rows / kGroupRows * (cols / 256) * k_record_bytes(t);
     return rows / kGroupRows * (cols / kActBlock) * group_block_bytes(t);
 }
 
 void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols, size_t g0, size_t g1, uint8_t* dst) {
-    if (t == TensorType::Q4_K) {
+    if (is_k_quant(t)) {
         const size_t nsb = cols / 256;
         for (size_t g = g0; g < g1; ++g)
-            for (size_t sb = 0; sb < nsb; ++sb) pack_q4_k(src, row_bytes, g, sb, dst + (g * nsb + sb) * kQ4KGroupBytes);
+            for (size_t sb = 0; sb < nsb; ++sb) pack_k_record(t, src, row_bytes, g, sb, dst + (g * nsb + sb) * k_record_bytes(t));
         return;
     }
     const size_t nb = cols / kActBlock, gbb = group_block_bytes(t);
@@ -91,54 +144,76 @@ void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols
     }
 }
 
-void quantize_acts_ref(const float* x, size_t cols, int8_t* q, float* d, float* ds) {
+void quantize_acts_ref(const float* x, size_t cols, int8_t* q, float* d, float* ds, float* ds2) {
     for (size_t b = 0; b < cols / kActBlock; ++b) {
         const float* xb = x + b * kActBlock;
         float amax = 0;
         for (size_t i = 0; i < kActBlock; ++i) amax = std::fmax(amax, std::fabs(xb[i]));
         const float scale = amax / 127.0f;
         const float inv = amax > 0 ? 127.0f / amax : 0.0f;
-        int sum = 0;
+        int half[2] = {0, 0};
         for (size_t i = 0; i < kActBlock; ++i) {
             const int v = int(std::nearbyint(xb[i] * inv));
             q[b * kActBlock + i] = int8_t(v);
-            sum += v;
+            half[i / 16] += v;
         }
         d[b] = scale;
-        ds[b] = scale * float(sum);
+        ds[b] = scale * float(half[0] + half[1]);
+        ds2[2 * b] = scale * float(half[0]);
+        ds2[2 * b + 1] = scale * float(half[1]);
     }
 }
 
 namespace {
 
-void gemm_ref_q4_k(const GemmArgs& a) {
+// Weight (r, i) of a packed sub-block: low nibble plus the mask bits above it.
+unsigned sub_block_value(const uint8_t* sub, int bits, size_t r, size_t i) {
+    const size_t k = (i % 16) / 4, bit = 4 * r + i % 4;
+    const uint8_t byte = sub[64 * k + bit];
+    unsigned u = i < 16 ? byte & 0x0F : byte >> 4;
+    for (int h = 4; h < bits; ++h) {
+        const uint8_t* mask = sub + 256 + 64 * size_t(h - 4) + 8 * (i < 16 ? k : 4 + k);
+        u |= unsigned((mask[bit / 8] >> (bit % 8)) & 1) << h;
+    }
+    return u;
+}
+
+void gemm_ref_k(const GemmArgs& a) {
+    const TensorType t = a.type;
     const size_t nsb = a.cols / 256, nb = a.cols / kActBlock;
+    const int bits = t == TensorType::Q4_K ? 4 : t == TensorType::Q5_K ? 5 : 6;
     for (size_t g = a.g0; g < a.g1; ++g) {
         for (size_t r = 0; r < kGroupRows; ++r) {
-            for (size_t t = a.tok0; t < a.tok1; ++t) {
+            for (size_t tok = a.tok0; tok < a.tok1; ++tok) {
                 float acc = 0;
                 for (size_t sb = 0; sb < nsb; ++sb) {
-                    const uint8_t* blk = a.w + (g * nsb + sb) * kQ4KGroupBytes;
+                    const uint8_t* rec = a.w + (g * nsb + sb) * k_record_bytes(t);
                     uint16_t dh, mh;
-                    std::memcpy(&dh, blk + 2 * r, 2);
-                    std::memcpy(&mh, blk + 32 + 2 * r, 2);
+                    std::memcpy(&dh, rec + 2 * r, 2);
+                    std::memcpy(&mh, rec + 32 + 2 * r, 2);
                     for (size_t j = 0; j < 8; ++j) {
-                        const uint8_t* data = blk + kKHeaderBytes + 256 * j;
-                        const int8_t* xq = a.x.q + t * a.cols + (sb * 8 + j) * kActBlock;
-                        int32_t udot = 0;
-                        for (size_t i = 0; i < kActBlock; ++i) {
-                            const uint8_t byte = data[64 * ((i % 16) / 4) + 4 * r + i % 4];
-                            udot += (i < 16 ? byte & 0x0F : byte >> 4) * xq[i];
+                        const uint8_t* sub = rec + k_header_bytes(t) + k_sub_bytes(t) * j;
+                        const int8_t* xq = a.x.q + tok * a.cols + (sb * 8 + j) * kActBlock;
+                        int32_t udot[2] = {0, 0};
+                        for (size_t i = 0; i < kActBlock; ++i) udot[i / 16] += int32_t(sub_block_value(sub, bits, r, i)) * xq[i];
+                        const size_t xb = tok * nb + sb * 8 + j;
+                        const float dx = a.x.d[xb];
+                        // The same fused operations, in the same order, as the SIMD kernel.
+                        if (t == TensorType::Q6_K) {
+                            for (size_t h = 0; h < 2; ++h) {
+                                const float scale = float(int8_t(rec[32 + 16 * (2 * j + h) + r])) * fp16_to_fp32(dh);
+                                const float v = std::fma(float(udot[h]), dx, -(32.0f * a.x.ds2[2 * xb + h]));
+                                acc = std::fma(v, scale, acc);
+                            }
+                        } else {
+                            const float scale = float(rec[64 + 16 * j + r]) * fp16_to_fp32(dh);
+                            const float mn = float(rec[192 + 16 * j + r]) * fp16_to_fp32(mh);
+                            acc = std::fma(float(udot[0] + udot[1]) * dx, scale, acc);
+                            acc = std::fma(-mn, a.x.ds[xb], acc);
                         }
-                        const float scale = float(blk[64 + 16 * j + r]) * fp16_to_fp32(dh);
-                        const float mn = float(blk[192 + 16 * j + r]) * fp16_to_fp32(mh);
-                        const size_t xb = t * nb + sb * 8 + j;
-                        // As the SIMD kernel: (udot dx) scale + acc, then acc - mn ds, each fused.
-                        acc = std::fma(float(udot) * a.x.d[xb], scale, acc);
-                        acc = std::fma(-mn, a.x.ds[xb], acc);
                     }
                 }
-                a.y[t * a.ldy + g * kGroupRows + r] = acc;
+                a.y[tok * a.ldy + g * kGroupRows + r] = acc;
             }
         }
     }
@@ -147,7 +222,7 @@ void gemm_ref_q4_k(const GemmArgs& a) {
 }  // namespace
 
 void gemm_ref(const GemmArgs& a) {
-    if (a.type == TensorType::Q4_K) return gemm_ref_q4_k(a);
+    if (is_k_quant(a.type)) return gemm_ref_k(a);
     const size_t nb = a.cols / kActBlock, gbb = group_block_bytes(a.type);
     const float off = weight_offset(a.type);
     for (size_t g = a.g0; g < a.g1; ++g) {

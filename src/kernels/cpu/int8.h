@@ -18,11 +18,15 @@
 //   dot(w, x) = sum_b dw_b * (dx_b * udot_b - offset * dx_b * qsum_b)
 // where x ~ dx * qx per block and qsum is the block's sum of qx (kept pre-multiplied, ds).
 //
-// Q4_K goes by 256-column super-blocks instead, per group (2368 bytes, 2304 in the file):
-//   uint16 d[16], dmin[16]   the rows' super-block scales
-//   uint8 sc[8][16], m[8][16] the 6-bit sub-block scales and mins, unpacked, sub-block-major
-//   then 8 x 256 bytes       each 32-column sub-block in the Q4_0 nibble layout
-// with w = d sc_j q - dmin m_j, so dot = sum_j (d sc_j) (dx udot_j) - (dmin m_j) ds_j.
+// K-quants go by 256-column super-blocks instead, one record per group and super-block:
+//   Q4_K, Q5_K: uint16 d[16], dmin[16]; uint8 sc[8][16], m[8][16] (6-bit scales and mins,
+//               unpacked, sub-block-major): 320 bytes; w = d sc_j q - dmin m_j
+//   Q6_K:       uint16 d[16]; int8 sc[16][16] (per 16 columns): 288 bytes; w = d sc (q - 32)
+// then 8 sub-blocks of 32 columns, each the Q4_0 nibble layout of q's low 4 bits (256 bytes)
+// followed, for Q5_K and Q6_K, by 8 masks of bit 4 (64 bytes) and, for Q6_K, 8 of bit 5.
+// So dot = sum_j (d sc_j) (dx udot_j) - (dmin m_j) ds_j, and for Q6_K per 16-column half h:
+// (d sc_h) (dx udot_h - 32 ds2_h). 2368 / 2880 / 3360 bytes per 16 rows, the file's 2304 /
+// 2816 / 3360.
 #pragma once
 
 #include <cstddef>
@@ -34,15 +38,21 @@ namespace celer::kernels {
 
 inline constexpr size_t kGroupRows = 16;
 inline constexpr size_t kActBlock = 32;
-inline constexpr size_t kKHeaderBytes = 320;
-inline constexpr size_t kQ4KGroupBytes = kKHeaderBytes + 8 * 256;
+
+// Bytes of a K-quant record's header, of one sub-block, and of the whole record.
+constexpr size_t k_header_bytes(TensorType t) { return t == TensorType::Q6_K ? 288 : 320; }
+constexpr size_t k_sub_bytes(TensorType t) { return t == TensorType::Q4_K ? 256 : t == TensorType::Q5_K ? 320 : 384; }
+constexpr size_t k_record_bytes(TensorType t) { return k_header_bytes(t) + 8 * k_sub_bytes(t); }
+constexpr bool is_k_quant(TensorType t) { return t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K; }
 
 // Activations of n_tok tokens quantised per 32-value block: x[i] ~ d[b] * q[i], ds[b] = d[b] *
-// sum of the block's q. Token t's values start at q + t * cols and d + t * cols / 32.
+// sum of the block's q, ds2[2b + h] the same for its half h (16 values; Q6_K's scales are per
+// 16). Token t's values start at q + t * cols, d + t * cols / 32 and ds2 + t * cols / 16.
 struct ActsQ8 {
     const int8_t* q;
     const float* d;
     const float* ds;
+    const float* ds2;
     size_t cols;
 };
 
@@ -67,7 +77,7 @@ struct GemmArgs {
 
 // Scalar twins, the oracle the SIMD versions are tested against. quantize_acts_ref rounds half
 // to even (as the SIMD conversion does), so both produce the same bytes.
-void quantize_acts_ref(const float* x, size_t cols, int8_t* q, float* d, float* ds);
+void quantize_acts_ref(const float* x, size_t cols, int8_t* q, float* d, float* ds, float* ds2);
 void gemm_ref(const GemmArgs& a);
 
 }  // namespace celer::kernels

@@ -57,7 +57,7 @@ struct CpuKernels {
     void (*swiglu)(float* g, const float* u, size_t n);
     // The packed int8 path (int8.h), or nullptr where this target has none: one token's
     // activations to int8 blocks, and the product on packed weights.
-    void (*quantize_acts)(const float* x, size_t cols, int8_t* q, float* d, float* ds);
+    void (*quantize_acts)(const float* x, size_t cols, int8_t* q, float* d, float* ds, float* ds2);
     void (*gemm_int8)(const GemmArgs&);
 };
 
