@@ -46,7 +46,7 @@ int cmd_bench(Args& a) {
     const bool json = a.flag({"--json"});
     a.finish();
     if (model.empty()) model = demo_model_path();
-    eo.n_ctx = uint32_t(depth + std::max(n_prompt, 1) + n_gen + 1);
+    eo.n_ctx = uint32_t(depth + std::max(n_prompt, n_gen + 1) + 1);
 
     using clock = std::chrono::steady_clock;
     Engine engine(model, eo);
@@ -63,21 +63,26 @@ int cmd_bench(Args& a) {
     const auto prompt = random_tokens(std::max(n_prompt, 1));
     std::vector<double> prefill, decode;
     std::vector<float> logits;
+    // As llama-bench: prefill of the prompt and decode of n_gen tokens are separate runs, each
+    // on top of `depth` tokens of context (decode does not follow the prompt).
     for (int r = 0; r < reps; ++r) {
-        fwd.reset();
-        if (depth > 0) fwd.eval(ctx, false, logits);
-        const auto t0 = clock::now();
-        if (n_prompt > 0) fwd.eval(prompt, false, logits);
-        const auto t1 = clock::now();
-        if (n_prompt > 0) prefill.push_back(n_prompt / std::chrono::duration<double>(t1 - t0).count());
+        if (n_prompt > 0) {
+            fwd.reset();
+            if (depth > 0) fwd.eval(ctx, false, logits);
+            const auto t0 = clock::now();
+            fwd.eval(prompt, false, logits);
+            prefill.push_back(n_prompt / std::chrono::duration<double>(clock::now() - t0).count());
+        }
         if (n_gen > 0) {
-            if (n_prompt == 0) fwd.eval(std::span(prompt.data(), 1), false, logits);
-            const auto t2 = clock::now();
+            fwd.reset();
+            if (depth > 0) fwd.eval(ctx, false, logits);
+            fwd.eval(std::span(prompt.data(), 1), false, logits);
+            const auto t0 = clock::now();
             for (int i = 0; i < n_gen; ++i) {
                 const TokenId next = TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin());
                 fwd.eval(std::span(&next, 1), false, logits);
             }
-            decode.push_back(n_gen / std::chrono::duration<double>(clock::now() - t2).count());
+            decode.push_back(n_gen / std::chrono::duration<double>(clock::now() - t0).count());
         }
     }
     const double pf = prefill.empty() ? 0 : median(prefill);
