@@ -105,6 +105,42 @@ TEST(Forward, ThreadCountDoesNotChangeResults) {
     EXPECT_EQ(a, b);
 }
 
+// Decode at depth splits attention over key ranges and merges them (flash-decoding): the logits
+// of decode steps after 700 tokens must still match the reference, on every target, and the
+// split must not depend on the thread count.
+TEST(Forward, SplitDecodeAttentionMatchesReference) {
+    const auto model = load_model(test::synth_model("tiny-qwen2", "f32"));
+    std::vector<TokenId> tokens;
+    uint64_t s = 99;
+    for (int i = 0; i < 708; ++i) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        tokens.push_back(TokenId((s >> 33) % model->hp.n_vocab));
+    }
+    ReferenceForward ref(*model);
+    std::vector<float> want;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+        const auto l = ref.step(tokens[i]);
+        if (i >= 700) want.insert(want.end(), l.begin(), l.end());
+    }
+    for (const auto target : kernels::available_targets()) {
+        std::vector<float> by_threads[2];
+        for (const int threads : {1, 3}) {
+            ThreadPool pool(threads);
+            CpuForward fwd(*model, pool, kernels::select_kernels(target), 1024);
+            std::vector<float> logits, got;
+            fwd.eval(std::span(tokens).first(700), false, logits);
+            for (size_t i = 700; i < tokens.size(); ++i) {
+                fwd.eval(std::span(tokens).subspan(i, 1), false, logits);
+                got.insert(got.end(), logits.begin(), logits.end());
+            }
+            ASSERT_EQ(got.size(), want.size());
+            EXPECT_LT(test::nmse(got, want), 1e-6) << target;
+            by_threads[threads == 1 ? 0 : 1] = got;
+        }
+        EXPECT_EQ(by_threads[0], by_threads[1]) << target;
+    }
+}
+
 TEST(Forward, ContextOverflowAndBadTokensAreErrors) {
     const auto model = load_model(test::synth_model("tiny-llama", "f32", 1));
     ThreadPool pool(1);

@@ -128,23 +128,38 @@ TEST(Int8, PackableShapes) {
 }
 
 // Every target's attention against the scalar twin: same math, different summation order and
-// tiling of the online softmax. Outputs are convex combinations of values in [-1, 1].
+// tiling of the online softmax. Outputs are convex combinations of values in [-1, 1]. Groups of
+// 1 and 7 query heads (GQA), normalised and partial (the unnormalised sums, maxima and totals
+// that flash-decoding merges).
 TEST(Attention, EveryTargetMatchesScalar) {
     const auto& ref = kernels::scalar_kernels();
     for (auto name : kernels::available_targets()) {
         const auto& k = kernels::select_kernels(name);
-        for (const size_t hd : {8u, 64u, 80u, 128u}) {
-            for (const size_t n_keys : {1u, 63u, 64u, 65u, 300u}) {
-                const size_t stride = 2 * hd + 8;  // heads interleaved, as in the KV cache
-                const auto q = test::random_floats(hd, hd + n_keys, -2.0f, 2.0f);
-                const auto kv = test::random_floats(n_keys * stride, hd * 7 + n_keys, -1.0f, 1.0f);
-                std::vector<float> out(hd, NAN), want(hd, NAN), scratch(kernels::kAttnScratch + hd);
-                kernels::AttnArgs a{q.data(), kv.data(), kv.data() + hd, stride, stride, n_keys, hd, hd, 0.125f, want.data(), scratch.data()};
-                ref.attention(a);
-                a.out = out.data();
-                k.attention(a);
-                for (size_t d = 0; d < hd; ++d)
-                    ASSERT_NEAR(out[d], want[d], 2e-6) << name << " head_dim " << hd << " keys " << n_keys << " dim " << d;
+        for (const size_t n_q : {1u, 7u}) {
+            for (const size_t hd : {8u, 64u, 80u, 128u}) {
+                for (const size_t n_keys : {1u, 63u, 64u, 65u, 300u}) {
+                    for (const bool partial : {false, true}) {
+                        const size_t stride = 2 * hd + 8;  // heads interleaved, as in the KV cache
+                        const auto q = test::random_floats(n_q * hd, hd + n_keys, -2.0f, 2.0f);
+                        const auto kv = test::random_floats(n_keys * stride, hd * 7 + n_keys, -1.0f, 1.0f);
+                        std::vector<float> out(n_q * hd, NAN), want(n_q * hd, NAN), scratch(kernels::attn_scratch_floats(n_q, hd));
+                        std::vector<float> mx(n_q, NAN), sum(n_q, NAN), mx_ref(n_q, NAN), sum_ref(n_q, NAN);
+                        kernels::AttnArgs a{q.data(), n_q, hd, kv.data(), kv.data() + hd, stride, stride, n_keys, hd, hd,
+                                            0.125f, want.data(), hd, partial, mx_ref.data(), sum_ref.data(), scratch.data()};
+                        ref.attention(a);
+                        a.out = out.data(), a.max = mx.data(), a.sum = sum.data();
+                        k.attention(a);
+                        const double tol = partial ? 2e-6 * double(n_keys) : 2e-6;  // unnormalised: sums of n_keys terms
+                        for (size_t d = 0; d < n_q * hd; ++d)
+                            ASSERT_NEAR(out[d], want[d], tol) << name << " heads " << n_q << " head_dim " << hd << " keys " << n_keys << " at " << d;
+                        if (partial) {
+                            for (size_t h = 0; h < n_q; ++h) {
+                                ASSERT_NEAR(mx[h], mx_ref[h], 1e-6);
+                                ASSERT_NEAR(sum[h], sum_ref[h], 2e-6 * double(n_keys));
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -37,7 +37,11 @@ CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKerne
     up_.resize(B * hp.n_ff);
     out_.resize(B * hp.n_embd);
     const size_t widest = std::max<size_t>({hp.n_embd, hp.n_ff, size_t(hp.n_head) * hp.head_dim_v});
-    scratch_.resize(size_t(pool.size()) * std::max(widest * kernels::kScratchRows, kernels::kAttnScratch + hp.head_dim_v));
+    const size_t group = hp.n_head / hp.n_head_kv;
+    scratch_.resize(size_t(pool.size()) * std::max(widest * kernels::kScratchRows, kernels::attn_scratch_floats(group, hp.head_dim_v)));
+    part_out_.resize(size_t(kMaxSplit) * hp.n_head * hp.head_dim_v);
+    part_max_.resize(size_t(kMaxSplit) * hp.n_head);
+    part_sum_.resize(part_max_.size());
     if (k_.gemm_int8) pack_weights();
 }
 
@@ -160,7 +164,10 @@ void CpuForward::rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld) 
     }
 }
 
-// Causal attention, one task per (token, head): token t sees the cache up to its own position.
+// Causal attention, one task per (token, GQA group): token t sees the cache up to its own
+// position, and the group's query heads share each read of a key and value. A single token
+// (decode) has too few groups to keep every thread busy, so its keys are split into ranges
+// whose unnormalised results are merged afterwards (flash-decoding).
 void CpuForward::attention(uint32_t il, size_t n_tok) {
     const HParams& hp = m_.hp;
     const uint32_t group = hp.n_head / hp.n_head_kv;
@@ -168,12 +175,14 @@ void CpuForward::attention(uint32_t il, size_t n_tok) {
     const float* vc = v_cache_[il].data();
     const size_t hv = hp.head_dim_v;
     const size_t per_thread = scratch_.size() / size_t(pool_.size());
-    pool_.run(int(n_tok * hp.n_head), [&](int task, int thread) {
-        const size_t t = size_t(task) / hp.n_head;
-        const uint32_t h = uint32_t(task) % hp.n_head;
-        const uint32_t kvh = h / group;
+    const size_t n_keys_last = n_past_ + n_tok;
+    // By length alone, never by thread count, so that the threads cannot change a result bit.
+    const size_t n_split = n_tok == 1 ? std::clamp<size_t>(n_keys_last / kMinSplitKeys, 1, kMaxSplit) : 1;
+    const auto args = [&](size_t t, uint32_t kvh, int thread) {
         kernels::AttnArgs a{};
-        a.q = q_.data() + t * hp.q_dim() + size_t(h) * hp.head_dim;
+        a.q = q_.data() + t * hp.q_dim() + size_t(kvh) * group * hp.head_dim;
+        a.n_q = group;
+        a.q_stride = hp.head_dim;
         a.k = kc + size_t(kvh) * hp.head_dim;
         a.v = vc + size_t(kvh) * hv;
         a.k_stride = hp.kv_dim();
@@ -182,10 +191,48 @@ void CpuForward::attention(uint32_t il, size_t n_tok) {
         a.head_dim = hp.head_dim;
         a.head_dim_v = hv;
         a.scale = 1.0f / std::sqrt(float(hp.head_dim));
-        a.out = attn_.data() + t * hp.n_head * hv + size_t(h) * hv;
+        a.out = attn_.data() + t * hp.n_head * hv + size_t(kvh) * group * hv;
+        a.out_stride = hv;
         a.scratch = scratch_.data() + size_t(thread) * per_thread;
+        return a;
+    };
+    if (n_split == 1) {
+        pool_.run(int(n_tok * hp.n_head_kv), [&](int task, int thread) {
+            k_.attention(args(size_t(task) / hp.n_head_kv, uint32_t(size_t(task) % hp.n_head_kv), thread));
+        });
+        return;
+    }
+    pool_.run(int(hp.n_head_kv * n_split), [&](int task, int thread) {
+        const uint32_t kvh = uint32_t(size_t(task) / n_split);
+        const size_t i = size_t(task) % n_split;
+        kernels::AttnArgs a = args(0, kvh, thread);
+        const size_t j0 = n_keys_last * i / n_split, j1 = n_keys_last * (i + 1) / n_split;
+        a.k += j0 * a.k_stride;
+        a.v += j0 * a.v_stride;
+        a.n_keys = j1 - j0;
+        const size_t slot = size_t(kvh) * group + i * hp.n_head;  // (range, head)
+        a.out = part_out_.data() + slot * hv;
+        a.partial = true;
+        a.max = part_max_.data() + slot;
+        a.sum = part_sum_.data() + slot;
         k_.attention(a);
     });
+    // Merge: out = sum_i exp(m_i - m) acc_i / sum_i exp(m_i - m) l_i, m the largest maximum.
+    for (uint32_t h = 0; h < hp.n_head; ++h) {
+        float m = -INFINITY;
+        for (size_t i = 0; i < n_split; ++i) m = std::max(m, part_max_[i * hp.n_head + h]);
+        float l = 0;
+        float* out = attn_.data() + size_t(h) * hv;
+        std::fill(out, out + hv, 0.0f);
+        for (size_t i = 0; i < n_split; ++i) {
+            const size_t slot = i * hp.n_head + h;
+            const float w = std::exp(part_max_[slot] - m);
+            l += part_sum_[slot] * w;
+            const float* po = part_out_.data() + slot * hv;
+            for (size_t d = 0; d < hv; ++d) out[d] += po[d] * w;
+        }
+        for (size_t d = 0; d < hv; ++d) out[d] /= l;
+    }
 }
 
 void CpuForward::eval(std::span<const TokenId> tokens, bool all_logits, std::vector<float>& logits) {

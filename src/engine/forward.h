@@ -59,6 +59,10 @@ private:
     std::vector<float> x_, xn_, q_, kv_k_, kv_v_, attn_, gate_, up_, out_;  // (kMaxBatch, width)
     std::vector<float> scratch_;                                           // per thread: widest row
     std::vector<float> rope_cos_, rope_sin_;                               // (n_rot / 2) for one position
+    // Decode attention split over key ranges: unnormalised outputs, maxima and sums per
+    // (range, head), merged after the ranges finish.
+    static constexpr size_t kMaxSplit = 16, kMinSplitKeys = 256;
+    std::vector<float> part_out_, part_max_, part_sum_;
 
     // Weights repacked for the int8 path (kernels/cpu/int8.h), by the address of their data, when
     // the kernel target has one; their activations quantised here (kMaxBatch, widest).

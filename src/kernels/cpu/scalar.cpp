@@ -47,29 +47,35 @@ float sum(const float* x, size_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
-// Online softmax: one pass over the keys keeps a running maximum and rescales the partial sums
-// when it grows, so no score buffer of length n_keys is needed.
+// Online softmax, head by head: one pass over the keys keeps a running maximum and rescales the
+// partial sums when it grows, so no score buffer of length n_keys is needed.
 void attention(const AttnArgs& a) {
-    float* acc = a.scratch;
-    for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] = 0;
-    float mx = -INFINITY, sum = 0;
-    for (size_t j = 0; j < a.n_keys; ++j) {
-        const float* kj = a.k + j * a.k_stride;
-        const float* vj = a.v + j * a.v_stride;
-        float s = 0;
-        for (size_t d = 0; d < a.head_dim; ++d) s += a.q[d] * kj[d];
-        s *= a.scale;
-        if (s > mx) {
-            const float r = std::exp(mx - s);  // exp(-inf) = 0 on the first key
-            sum *= r;
-            for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] *= r;
-            mx = s;
+    for (size_t h = 0; h < a.n_q; ++h) {
+        const float* q = a.q + h * a.q_stride;
+        float* acc = a.scratch;
+        for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] = 0;
+        float mx = -INFINITY, sum = 0;
+        for (size_t j = 0; j < a.n_keys; ++j) {
+            const float* kj = a.k + j * a.k_stride;
+            const float* vj = a.v + j * a.v_stride;
+            float s = 0;
+            for (size_t d = 0; d < a.head_dim; ++d) s += q[d] * kj[d];
+            s *= a.scale;
+            if (s > mx) {
+                const float r = std::exp(mx - s);  // exp(-inf) = 0 on the first key
+                sum *= r;
+                for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] *= r;
+                mx = s;
+            }
+            const float p = std::exp(s - mx);
+            sum += p;
+            for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] += p * vj[d];
         }
-        const float p = std::exp(s - mx);
-        sum += p;
-        for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] += p * vj[d];
+        float* out = a.out + h * a.out_stride;
+        const float inv = a.partial ? 1.0f : 1.0f / sum;
+        for (size_t d = 0; d < a.head_dim_v; ++d) out[d] = acc[d] * inv;
+        if (a.partial) a.max[h] = mx, a.sum[h] = sum;
     }
-    for (size_t d = 0; d < a.head_dim_v; ++d) a.out[d] = acc[d] / sum;
 }
 
 void swiglu(float* g, const float* u, size_t n) {
