@@ -138,26 +138,32 @@ TEST(Attention, EveryTargetMatchesScalar) {
         for (const size_t n_q : {1u, 7u}) {
             for (const size_t hd : {8u, 64u, 80u, 128u}) {
                 for (const size_t n_keys : {1u, 63u, 64u, 65u, 300u}) {
+                    for (const size_t n_tok : {1u, 5u}) {
                     for (const bool partial : {false, true}) {
+                        if (partial && n_tok > 1) continue;
                         const size_t stride = 2 * hd + 8;  // heads interleaved, as in the KV cache
-                        const auto q = test::random_floats(n_q * hd, hd + n_keys, -2.0f, 2.0f);
-                        const auto kv = test::random_floats(n_keys * stride, hd * 7 + n_keys, -1.0f, 1.0f);
-                        std::vector<float> out(n_q * hd, NAN), want(n_q * hd, NAN), scratch(kernels::attn_scratch_floats(n_q, hd));
+                        const size_t keys = n_keys + n_tok - 1, rows = n_tok * n_q;
+                        const auto q = test::random_floats(rows * hd, hd + n_keys, -2.0f, 2.0f);
+                        const auto kv = test::random_floats(keys * stride, hd * 7 + n_keys, -1.0f, 1.0f);
+                        std::vector<float> out(rows * hd, NAN), want(rows * hd, NAN), scratch(kernels::attn_scratch_floats(rows, hd));
                         std::vector<float> mx(n_q, NAN), sum(n_q, NAN), mx_ref(n_q, NAN), sum_ref(n_q, NAN);
                         kernels::AttnArgs a{q.data(), n_q, hd, kv.data(), kv.data() + hd, stride, stride, n_keys, hd, hd,
-                                            0.125f, want.data(), hd, partial, mx_ref.data(), sum_ref.data(), scratch.data()};
+                                            0.125f, want.data(), hd, partial, mx_ref.data(), sum_ref.data(), scratch.data(),
+                                            n_tok, n_q * hd, n_q * hd};
                         ref.attention(a);
                         a.out = out.data(), a.max = mx.data(), a.sum = sum.data();
                         k.attention(a);
                         const double tol = partial ? 2e-6 * double(n_keys) : 2e-6;  // unnormalised: sums of n_keys terms
-                        for (size_t d = 0; d < n_q * hd; ++d)
-                            ASSERT_NEAR(out[d], want[d], tol) << name << " heads " << n_q << " head_dim " << hd << " keys " << n_keys << " at " << d;
+                        for (size_t d = 0; d < rows * hd; ++d)
+                            ASSERT_NEAR(out[d], want[d], tol) << name << " heads " << n_q << " head_dim " << hd << " keys " << n_keys
+                                                              << " tokens " << n_tok << " at " << d;
                         if (partial) {
                             for (size_t h = 0; h < n_q; ++h) {
                                 ASSERT_NEAR(mx[h], mx_ref[h], 1e-6);
                                 ASSERT_NEAR(sum[h], sum_ref[h], 2e-6 * double(n_keys));
                             }
                         }
+                    }
                     }
                 }
             }

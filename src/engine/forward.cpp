@@ -38,7 +38,8 @@ CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKerne
     out_.resize(B * hp.n_embd);
     const size_t widest = std::max<size_t>({hp.n_embd, hp.n_ff, size_t(hp.n_head) * hp.head_dim_v});
     const size_t group = hp.n_head / hp.n_head_kv;
-    scratch_.resize(size_t(pool.size()) * std::max(widest * kernels::kScratchRows, kernels::attn_scratch_floats(group, hp.head_dim_v)));
+    scratch_.resize(size_t(pool.size()) *
+                    std::max(widest * kernels::kScratchRows, kernels::attn_scratch_floats(kAttnTokens * group, hp.head_dim_v)));
     part_out_.resize(size_t(kMaxSplit) * hp.n_head * hp.head_dim_v);
     part_max_.resize(size_t(kMaxSplit) * hp.n_head);
     part_sum_.resize(part_max_.size());
@@ -197,8 +198,15 @@ void CpuForward::attention(uint32_t il, size_t n_tok) {
         return a;
     };
     if (n_split == 1) {
-        pool_.run(int(n_tok * hp.n_head_kv), [&](int task, int thread) {
-            k_.attention(args(size_t(task) / hp.n_head_kv, uint32_t(size_t(task) % hp.n_head_kv), thread));
+        // Blocks of kAttnTokens tokens share each tile of keys; the last blocks (most keys) first.
+        const size_t n_blocks = (n_tok + kAttnTokens - 1) / kAttnTokens;
+        pool_.run(int(n_blocks * hp.n_head_kv), [&](int task, int thread) {
+            const size_t blk = n_blocks - 1 - size_t(task) / hp.n_head_kv;
+            kernels::AttnArgs a = args(blk * kAttnTokens, uint32_t(size_t(task) % hp.n_head_kv), thread);
+            a.n_tok = std::min(kAttnTokens, n_tok - blk * kAttnTokens);
+            a.q_tok_stride = hp.q_dim();
+            a.out_tok_stride = size_t(hp.n_head) * hv;
+            k_.attention(a);
         });
         return;
     }

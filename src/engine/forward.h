@@ -62,6 +62,8 @@ private:
     // Decode attention split over key ranges: unnormalised outputs, maxima and sums per
     // (range, head), merged after the ranges finish.
     static constexpr size_t kMaxSplit = 16, kMinSplitKeys = 256;
+    // Prefill attention: tokens per task, sharing each read of a tile of keys and values.
+    static constexpr size_t kAttnTokens = 8;
     std::vector<float> part_out_, part_max_, part_sum_;
 
     // Weights repacked for the int8 path (kernels/cpu/int8.h), by the address of their data, when

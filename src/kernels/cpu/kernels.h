@@ -32,14 +32,15 @@ using MatmulFn = void (*)(const MatmulArgs&);
 // Weight rows a kernel may decode into scratch at once.
 inline constexpr size_t kScratchRows = 4;
 
-// n_q query heads that share one key/value head (a GQA group) against n_keys cached keys and
-// values (causal masking is the caller's choice of n_keys): for each head h,
-// out_h = softmax(scale * q_h.K^T) V, with an online softmax over tiles of keys, so that each
-// key and value is read once for the whole group. With `partial` set the result is left
-// unnormalised for a later merge of several key ranges (flash-decoding): out_h = sum_j p_j v_j
-// with p_j = exp(s_j - max_h), and max_h, sum_h = sum_j p_j in max[h], sum[h].
+// n_q query heads that share one key/value head (a GQA group), for n_tok consecutive tokens,
+// against the cached keys and values: token i sees the first n_keys + i keys (causal), and for
+// each of its heads h, out = softmax(scale * q.K^T) V, with an online softmax over tiles of
+// keys, so that each key and value is read once for the whole group and token block. With
+// `partial` set (one token only) the result is left unnormalised for a later merge of several
+// key ranges (flash-decoding): out_h = sum_j p_j v_j with p_j = exp(s_j - max_h), and max_h,
+// sum_h = sum_j p_j in max[h], sum[h].
 struct AttnArgs {
-    const float* q;  // head h at q + h * q_stride
+    const float* q;  // token i, head h at q + i * q_tok_stride + h * q_stride
     size_t n_q, q_stride;
     const float* k;  // key j at k + j * k_stride
     const float* v;  // value j at v + j * v_stride
@@ -47,15 +48,16 @@ struct AttnArgs {
     size_t n_keys;
     size_t head_dim, head_dim_v;
     float scale;
-    float* out;  // head h at out + h * out_stride (head_dim_v floats)
+    float* out;  // token i, head h at out + i * out_tok_stride + h * out_stride
     size_t out_stride;
     bool partial;
     float* max;  // n_q, when partial
     float* sum;  // n_q, when partial
-    float* scratch;  // attn_scratch_floats(n_q, head_dim_v), private to the calling thread
+    float* scratch;  // attn_scratch_floats(n_tok * n_q, head_dim_v), private to the calling thread
+    size_t n_tok = 1, q_tok_stride = 0, out_tok_stride = 0;
 };
 inline constexpr size_t kAttnTile = 64;
-inline constexpr size_t attn_scratch_floats(size_t n_q, size_t head_dim_v) { return kAttnTile + n_q * (head_dim_v + 2); }
+inline constexpr size_t attn_scratch_floats(size_t rows, size_t head_dim_v) { return kAttnTile + rows * (head_dim_v + 2); }
 
 struct CpuKernels {
     std::string_view name;

@@ -49,7 +49,7 @@ float sum(const float* x, size_t n) {
 
 // Online softmax, head by head: one pass over the keys keeps a running maximum and rescales the
 // partial sums when it grows, so no score buffer of length n_keys is needed.
-void attention(const AttnArgs& a) {
+void attention_one(const AttnArgs& a) {
     for (size_t h = 0; h < a.n_q; ++h) {
         const float* q = a.q + h * a.q_stride;
         float* acc = a.scratch;
@@ -75,6 +75,16 @@ void attention(const AttnArgs& a) {
         const float inv = a.partial ? 1.0f : 1.0f / sum;
         for (size_t d = 0; d < a.head_dim_v; ++d) out[d] = acc[d] * inv;
         if (a.partial) a.max[h] = mx, a.sum[h] = sum;
+    }
+}
+
+void attention(const AttnArgs& a) {
+    for (size_t i = 0; i < a.n_tok; ++i) {
+        AttnArgs t = a;
+        t.q += i * a.q_tok_stride;
+        t.out += i * a.out_tok_stride;
+        t.n_keys += i;
+        attention_one(t);
     }
 }
 
