@@ -12,6 +12,7 @@
 #include "common.h"
 #include "kernels/cpu/kernels.h"
 #include "tensor/dequant.h"
+#include "util/fp16.h"
 
 namespace celer {
 namespace {
@@ -129,8 +130,9 @@ TEST(Int8, PackableShapes) {
 
 // Every target's attention against the scalar twin: same math, different summation order and
 // tiling of the online softmax. Outputs are convex combinations of values in [-1, 1]. Groups of
-// 1 and 7 query heads (GQA), normalised and partial (the unnormalised sums, maxima and totals
-// that flash-decoding merges).
+// 1 and 7 query heads (GQA), blocks of 1 and 5 tokens (causal), f32 and fp16 caches (both sides
+// widen the same halves), normalised and partial (the unnormalised sums, maxima and totals that
+// flash-decoding merges).
 TEST(Attention, EveryTargetMatchesScalar) {
     const auto& ref = kernels::scalar_kernels();
     for (auto name : kernels::available_targets()) {
@@ -140,6 +142,7 @@ TEST(Attention, EveryTargetMatchesScalar) {
                 for (const size_t n_keys : {1u, 63u, 64u, 65u, 300u}) {
                     for (const size_t n_tok : {1u, 5u}) {
                     for (const bool partial : {false, true}) {
+                    for (const bool f16 : {false, true}) {
                         if (partial && n_tok > 1) continue;
                         const size_t stride = 2 * hd + 8;  // heads interleaved, as in the KV cache
                         const size_t keys = n_keys + n_tok - 1, rows = n_tok * n_q;
@@ -147,9 +150,18 @@ TEST(Attention, EveryTargetMatchesScalar) {
                         const auto kv = test::random_floats(keys * stride, hd * 7 + n_keys, -1.0f, 1.0f);
                         std::vector<float> out(rows * hd, NAN), want(rows * hd, NAN), scratch(kernels::attn_scratch_floats(rows, hd));
                         std::vector<float> mx(n_q, NAN), sum(n_q, NAN), mx_ref(n_q, NAN), sum_ref(n_q, NAN);
-                        kernels::AttnArgs a{q.data(), n_q, hd, kv.data(), kv.data() + hd, stride, stride, n_keys, hd, hd,
-                                            0.125f, want.data(), hd, partial, mx_ref.data(), sum_ref.data(), scratch.data(),
-                                            n_tok, n_q * hd, n_q * hd};
+                        std::vector<uint16_t> kv16(kv.size());
+                        for (size_t i = 0; i < kv.size(); ++i) kv16[i] = fp32_to_fp16(kv[i]);
+                        kernels::AttnArgs a{};
+                        a.q = q.data(), a.n_q = n_q, a.q_stride = hd;
+                        if (f16) {
+                            a.k16 = kv16.data(), a.v16 = kv16.data() + hd;
+                        } else {
+                            a.k = kv.data(), a.v = kv.data() + hd;
+                        }
+                        a.k_stride = a.v_stride = stride, a.n_keys = n_keys, a.head_dim = a.head_dim_v = hd, a.scale = 0.125f;
+                        a.out = want.data(), a.out_stride = hd, a.partial = partial, a.max = mx_ref.data(), a.sum = sum_ref.data();
+                        a.scratch = scratch.data(), a.n_tok = n_tok, a.q_tok_stride = a.out_tok_stride = n_q * hd;
                         ref.attention(a);
                         a.out = out.data(), a.max = mx.data(), a.sum = sum.data();
                         k.attention(a);
@@ -159,15 +171,32 @@ TEST(Attention, EveryTargetMatchesScalar) {
                                                               << " tokens " << n_tok << " at " << d;
                         if (partial) {
                             for (size_t h = 0; h < n_q; ++h) {
-                                ASSERT_NEAR(mx[h], mx_ref[h], 1e-6);
+                                ASSERT_NEAR(mx[h], mx_ref[h], 2e-6 * (1 + std::fabs(mx_ref[h])));  // a score: a dot of hd terms
                                 ASSERT_NEAR(sum[h], sum_ref[h], 2e-6 * double(n_keys));
                             }
                         }
                     }
                     }
+                    }
                 }
             }
         }
+    }
+}
+
+// The KV cache's fp16 writes: every target rounds as fp32_to_fp16 does (to nearest even), on
+// normal values, ties, subnormals, overflow and signed zeros.
+TEST(ToHalf, EveryTargetMatchesScalar) {
+    auto x = test::random_floats(1003, 8, -70000.0f, 70000.0f);
+    const float special[] = {0.0f, -0.0f, 1e-6f, -3e-8f, 65504.0f, 65520.0f, 1e9f, 1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048, 6.1e-5f};
+    for (size_t i = 0; i < std::size(special); ++i) x[i] = special[i];
+    std::vector<uint16_t> want(x.size());
+    kernels::scalar_kernels().to_half(x.data(), want.data(), x.size());
+    for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(want[i], fp32_to_fp16(x[i]));
+    for (auto name : kernels::available_targets()) {
+        std::vector<uint16_t> got(x.size());
+        kernels::select_kernels(name).to_half(x.data(), got.data(), x.size());
+        EXPECT_EQ(got, want) << name;
     }
 }
 

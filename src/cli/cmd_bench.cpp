@@ -39,6 +39,7 @@ int cmd_bench(Args& a) {
     EngineOptions eo;
     eo.n_threads = int(a.int_or({"-t", "--threads"}, 0, 0, 1024));
     eo.kernels = a.value_or({"--kernels"}, "");
+    eo.kv_type = parse_kv_type(a.value_or({"--kv-type"}, "f16"));
     const int n_prompt = int(a.int_or({"--prompt", "-p"}, 512, 0, 1 << 20));
     const int n_gen = int(a.int_or({"--gen", "-n"}, 128, 0, 1 << 20));
     const int depth = int(a.int_or({"--depth", "-d"}, 0, 0, 1 << 20));
@@ -95,11 +96,11 @@ int cmd_bench(Args& a) {
     const double roofline = peak * 1e9 / double(m.weight_bytes_per_token());
     if (json) {
         fmt::print(
-            "{{\"model\": \"{}\", \"arch\": \"{}\", \"threads\": {}, \"kernels\": \"{}\", \"prompt\": {}, \"gen\": {}, \"depth\": {}, "
+            "{{\"model\": \"{}\", \"arch\": \"{}\", \"threads\": {}, \"kernels\": \"{}\", \"kv_type\": \"{}\", \"prompt\": {}, \"gen\": {}, \"depth\": {}, "
             "\"reps\": {}, \"prefill_tok_s\": {:.3f}, \"decode_tok_s\": {:.3f}, \"decode_weight_gb_s\": {:.3f}, "
             "\"weight_bytes_per_token\": {}, \"measured_bandwidth_gb_s\": {:.3f}, \"decode_roofline_tok_s\": {:.3f}, "
             "\"decode_roofline_pct\": {:.1f}}}\n",
-            json_escape(model), arch_name(m.hp.arch), engine.n_threads(), engine.kernel_target(), n_prompt, n_gen, depth, reps, pf, dc,
+            json_escape(model), arch_name(m.hp.arch), engine.n_threads(), engine.kernel_target(), kv_type_name(fwd.kv_type()), n_prompt, n_gen, depth, reps, pf, dc,
             gbps, m.weight_bytes_per_token(), peak, roofline, 100.0 * dc / roofline);
     } else {
         fmt::print("model {} ({}), {} threads, kernels {}, depth {}, {} reps (medians)\n", model, arch_name(m.hp.arch),

@@ -44,9 +44,9 @@ int cmd_info(Args& a) {
     for (const auto& [name, e] : by_type)
         fmt::print("  {:<6} {:>4} tensors {:>10.2f} MiB\n", name, e.first, double(e.second) / (1 << 20));
     const uint64_t per_tok = m->weight_bytes_per_token();
-    const uint64_t kv_per_tok = uint64_t(hp.n_layer) * (hp.kv_dim() + hp.v_dim()) * sizeof(float);
-    fmt::print("read per generated token: {:.2f} MiB of weights + {} bytes of KV cache per token of context (f32 KV)\n",
-               double(per_tok) / (1 << 20), kv_per_tok);
+    const uint64_t kv_per_tok = uint64_t(hp.n_layer) * (hp.kv_dim() + hp.v_dim()) * 2;
+    fmt::print("read per generated token: {:.2f} MiB of weights + {} bytes of KV cache per token of context (f16 KV; f32: {})\n",
+               double(per_tok) / (1 << 20), kv_per_tok, 2 * kv_per_tok);
     return 0;
 }
 

@@ -57,6 +57,7 @@ int cmd_run(Args& a) {
     eo.n_threads = int(a.int_or({"-t", "--threads"}, 0, 0, 1024));
     eo.n_ctx = uint32_t(a.int_or({"-c", "--ctx-size"}, 0, 0, 1 << 20));
     eo.kernels = a.value_or({"--kernels"}, "");
+    eo.kv_type = parse_kv_type(a.value_or({"--kv-type"}, "f16"));
     SamplerParams sp;
     sp.temperature = float(a.num_or({"--temp"}, sp.temperature, 0, 100));
     sp.top_k = int(a.int_or({"--top-k"}, sp.top_k, 0, 1 << 24));
@@ -75,8 +76,9 @@ int cmd_run(Args& a) {
     Engine engine(model, eo);
     const auto ids = engine.tokenize(prompt, true);
     if (ids.empty()) throw Error("the prompt is empty and the model adds no BOS token; give -p TEXT");
-    fmt::print(stderr, "celer: {} ({}), {} threads, kernels {}, seed {}\n", model, arch_name(engine.model().hp.arch),
-               engine.n_threads(), engine.kernel_target(), sp.seed);
+    fmt::print(stderr, "celer: {} ({}), {} threads, kernels {}, {} KV cache of {} tokens ({:.1f} MiB), seed {}\n", model,
+               arch_name(engine.model().hp.arch), engine.n_threads(), engine.kernel_target(), kv_type_name(engine.forward().kv_type()),
+               engine.forward().n_ctx(), double(engine.forward().kv_bytes_per_token()) * engine.forward().n_ctx() / (1 << 20), sp.seed);
     const auto st = engine.generate(ids, n_predict, sp, [](std::string_view text) {
         std::fwrite(text.data(), 1, text.size(), stdout);
         std::fflush(stdout);

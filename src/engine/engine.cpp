@@ -14,7 +14,7 @@ Engine::Engine(const std::string& model_path, const EngineOptions& opt) {
     pool_ = std::make_unique<ThreadPool>(opt.n_threads > 0 ? opt.n_threads : default_thread_count());
     uint32_t n_ctx = opt.n_ctx ? opt.n_ctx : std::min<uint32_t>(model_->hp.n_ctx_train, 4096);
     if (n_ctx > (1u << 20)) throw Error(fmt::format("context size {} is too large", n_ctx));
-    fwd_ = std::make_unique<CpuForward>(*model_, *pool_, *kernels_, n_ctx);
+    fwd_ = std::make_unique<CpuForward>(*model_, *pool_, *kernels_, n_ctx, opt.kv_type);
 }
 
 std::vector<TokenId> Engine::tokenize(std::string_view text, bool add_bos) const {

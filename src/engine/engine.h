@@ -20,6 +20,7 @@ struct EngineOptions {
     int n_threads = 0;       // 0: one per physical core
     uint32_t n_ctx = 0;      // 0: the model's training context, at most 4096
     std::string kernels;     // "" / "auto": best target for this CPU
+    KvType kv_type = KvType::F16;
 };
 
 struct GenerateStats {

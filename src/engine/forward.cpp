@@ -21,11 +21,28 @@ void rms_norm(const float* x, const float* w, float* out, size_t n, float eps) {
 
 }  // namespace
 
-CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx)
-    : m_(m), pool_(pool), k_(k), n_ctx_(n_ctx) {
+KvType parse_kv_type(std::string_view name) {
+    if (name == "f32") return KvType::F32;
+    if (name == "f16") return KvType::F16;
+    throw Error(fmt::format("unknown KV cache type '{}' (expected f32 or f16)", name));
+}
+
+const char* kv_type_name(KvType t) { return t == KvType::F16 ? "f16" : "f32"; }
+
+size_t CpuForward::kv_bytes_per_token() const {
+    return size_t(m_.hp.n_layer) * (m_.hp.kv_dim() + m_.hp.v_dim()) * (kv_ == KvType::F16 ? 2 : 4);
+}
+
+CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx, KvType kv)
+    : m_(m), pool_(pool), k_(k), n_ctx_(n_ctx), kv_(kv) {
     const HParams& hp = m.hp;
-    k_cache_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.kv_dim()));
-    v_cache_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.v_dim()));
+    if (kv == KvType::F16) {
+        k_cache16_.assign(hp.n_layer, std::vector<uint16_t>(size_t(n_ctx) * hp.kv_dim()));
+        v_cache16_.assign(hp.n_layer, std::vector<uint16_t>(size_t(n_ctx) * hp.v_dim()));
+    } else {
+        k_cache_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.kv_dim()));
+        v_cache_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.v_dim()));
+    }
     const size_t B = kMaxBatch;
     x_.resize(B * hp.n_embd);
     xn_.resize(B * hp.n_embd);
@@ -172,8 +189,11 @@ void CpuForward::rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld) 
 void CpuForward::attention(uint32_t il, size_t n_tok) {
     const HParams& hp = m_.hp;
     const uint32_t group = hp.n_head / hp.n_head_kv;
-    const float* kc = k_cache_[il].data();
-    const float* vc = v_cache_[il].data();
+    const bool f16 = kv_ == KvType::F16;
+    const float* kc = f16 ? nullptr : k_cache_[il].data();
+    const float* vc = f16 ? nullptr : v_cache_[il].data();
+    const uint16_t* kc16 = f16 ? k_cache16_[il].data() : nullptr;
+    const uint16_t* vc16 = f16 ? v_cache16_[il].data() : nullptr;
     const size_t hv = hp.head_dim_v;
     const size_t per_thread = scratch_.size() / size_t(pool_.size());
     const size_t n_keys_last = n_past_ + n_tok;
@@ -184,8 +204,13 @@ void CpuForward::attention(uint32_t il, size_t n_tok) {
         a.q = q_.data() + t * hp.q_dim() + size_t(kvh) * group * hp.head_dim;
         a.n_q = group;
         a.q_stride = hp.head_dim;
-        a.k = kc + size_t(kvh) * hp.head_dim;
-        a.v = vc + size_t(kvh) * hv;
+        if (f16) {
+            a.k16 = kc16 + size_t(kvh) * hp.head_dim;
+            a.v16 = vc16 + size_t(kvh) * hv;
+        } else {
+            a.k = kc + size_t(kvh) * hp.head_dim;
+            a.v = vc + size_t(kvh) * hv;
+        }
         a.k_stride = hp.kv_dim();
         a.v_stride = hp.v_dim();
         a.n_keys = n_past_ + t + 1;
@@ -215,8 +240,13 @@ void CpuForward::attention(uint32_t il, size_t n_tok) {
         const size_t i = size_t(task) % n_split;
         kernels::AttnArgs a = args(0, kvh, thread);
         const size_t j0 = n_keys_last * i / n_split, j1 = n_keys_last * (i + 1) / n_split;
-        a.k += j0 * a.k_stride;
-        a.v += j0 * a.v_stride;
+        if (f16) {
+            a.k16 += j0 * a.k_stride;
+            a.v16 += j0 * a.v_stride;
+        } else {
+            a.k += j0 * a.k_stride;
+            a.v += j0 * a.v_stride;
+        }
         a.n_keys = j1 - j0;
         const size_t slot = size_t(kvh) * group + i * hp.n_head;  // (range, head)
         a.out = part_out_.data() + slot * hv;
@@ -287,8 +317,13 @@ void CpuForward::eval_chunk(std::span<const TokenId> tokens, bool all_logits, fl
         }
         rope_rows(q_.data(), n, hp.n_head, hp.q_dim());
         rope_rows(kv_k_.data(), n, hp.n_head_kv, hp.kv_dim());
-        std::copy_n(kv_k_.data(), n * hp.kv_dim(), k_cache_[il].data() + size_t(n_past_) * hp.kv_dim());
-        std::copy_n(kv_v_.data(), n * hp.v_dim(), v_cache_[il].data() + size_t(n_past_) * hp.v_dim());
+        if (kv_ == KvType::F16) {
+            k_.to_half(kv_k_.data(), k_cache16_[il].data() + size_t(n_past_) * hp.kv_dim(), n * hp.kv_dim());
+            k_.to_half(kv_v_.data(), v_cache16_[il].data() + size_t(n_past_) * hp.v_dim(), n * hp.v_dim());
+        } else {
+            std::copy_n(kv_k_.data(), n * hp.kv_dim(), k_cache_[il].data() + size_t(n_past_) * hp.kv_dim());
+            std::copy_n(kv_v_.data(), n * hp.v_dim(), v_cache_[il].data() + size_t(n_past_) * hp.v_dim());
+        }
         attention(il, n);
         matmul(L.wo, attn_.data(), n, out_.data());
         for (size_t i = 0; i < n * E; ++i) x_[i] += out_[i];

@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <memory>
 #include <span>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -16,9 +17,19 @@
 
 namespace celer {
 
+// What the KV cache stores: fp16 halves its memory and the bytes decode reads per token of
+// context, at a rounding of 2^-11 relative per key and value element.
+enum class KvType { F32, F16 };
+KvType parse_kv_type(std::string_view name);  // "f32" | "f16"; throws celer::Error otherwise
+const char* kv_type_name(KvType t);
+
 class CpuForward {
 public:
-    CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx);
+    CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx, KvType kv = KvType::F32);
+
+    KvType kv_type() const { return kv_; }
+    // Bytes of KV cache per token of context, all layers.
+    size_t kv_bytes_per_token() const;
 
     // Runs `tokens` at positions n_past() onwards and appends them to the cache. Writes the
     // logits of every token (all_logits) or of the last one into `logits`, n_vocab each.
@@ -55,7 +66,9 @@ private:
     uint32_t n_ctx_;
     uint32_t n_past_ = 0;
 
-    std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer: (n_ctx, kv_dim), (n_ctx, v_dim)
+    KvType kv_;
+    std::vector<std::vector<float>> k_cache_, v_cache_;        // per layer: (n_ctx, kv_dim), (n_ctx, v_dim), F32
+    std::vector<std::vector<uint16_t>> k_cache16_, v_cache16_;  // the same in fp16, F16
     std::vector<float> x_, xn_, q_, kv_k_, kv_v_, attn_, gate_, up_, out_;  // (kMaxBatch, width)
     std::vector<float> scratch_;                                           // per thread: widest row
     std::vector<float> rope_cos_, rope_sin_;                               // (n_rot / 2) for one position

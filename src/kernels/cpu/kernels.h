@@ -44,6 +44,8 @@ struct AttnArgs {
     size_t n_q, q_stride;
     const float* k;  // key j at k + j * k_stride
     const float* v;  // value j at v + j * v_stride
+    const uint16_t* k16;  // instead of k and v when the cache holds fp16 (same strides)
+    const uint16_t* v16;
     size_t k_stride, v_stride;
     size_t n_keys;
     size_t head_dim, head_dim_v;
@@ -65,6 +67,8 @@ struct CpuKernels {
     // Sum of n floats. Used to measure how fast this CPU streams memory (the decode roofline).
     float (*sum)(const float* x, size_t n);
     void (*attention)(const AttnArgs&);
+    // y[i] = x[i] rounded to fp16, to nearest even (the KV cache's writes).
+    void (*to_half)(const float* x, uint16_t* y, size_t n);
     // g[i] = silu(g[i]) * u[i], the SwiGLU gate.
     void (*swiglu)(float* g, const float* u, size_t n);
     // The packed int8 path (int8.h), or nullptr where this target has none: one token's

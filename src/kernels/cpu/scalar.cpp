@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "tensor/dequant.h"
+#include "util/fp16.h"
 
 namespace celer::kernels {
 namespace {
@@ -55,11 +56,11 @@ void attention_one(const AttnArgs& a) {
         float* acc = a.scratch;
         for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] = 0;
         float mx = -INFINITY, sum = 0;
+        const auto key = [&](size_t j, size_t d) { return a.k16 ? fp16_to_fp32(a.k16[j * a.k_stride + d]) : a.k[j * a.k_stride + d]; };
+        const auto value = [&](size_t j, size_t d) { return a.v16 ? fp16_to_fp32(a.v16[j * a.v_stride + d]) : a.v[j * a.v_stride + d]; };
         for (size_t j = 0; j < a.n_keys; ++j) {
-            const float* kj = a.k + j * a.k_stride;
-            const float* vj = a.v + j * a.v_stride;
             float s = 0;
-            for (size_t d = 0; d < a.head_dim; ++d) s += q[d] * kj[d];
+            for (size_t d = 0; d < a.head_dim; ++d) s += q[d] * key(j, d);
             s *= a.scale;
             if (s > mx) {
                 const float r = std::exp(mx - s);  // exp(-inf) = 0 on the first key
@@ -69,7 +70,7 @@ void attention_one(const AttnArgs& a) {
             }
             const float p = std::exp(s - mx);
             sum += p;
-            for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] += p * vj[d];
+            for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] += p * value(j, d);
         }
         float* out = a.out + h * a.out_stride;
         const float inv = a.partial ? 1.0f : 1.0f / sum;
@@ -88,13 +89,17 @@ void attention(const AttnArgs& a) {
     }
 }
 
+void to_half(const float* x, uint16_t* y, size_t n) {
+    for (size_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(x[i]);
+}
+
 void swiglu(float* g, const float* u, size_t n) {
     for (size_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
 template <size_t... I>
 constexpr CpuKernels make_table(std::index_sequence<I...>) {
-    return CpuKernels{"scalar", {&matmul<kTypeTraits[I].type>...}, &sum, &attention, &swiglu, nullptr, nullptr};
+    return CpuKernels{"scalar", {&matmul<kTypeTraits[I].type>...}, &sum, &attention, &to_half, &swiglu, nullptr, nullptr};
 }
 
 constexpr CpuKernels kScalar = make_table(std::make_index_sequence<kTypeCount>{});

@@ -37,6 +37,18 @@ inline void half_row_to_float(const uint16_t* h, float* y, size_t n) {
     for (; i < n; ++i) y[i] = _cvtsh_ss(h[i]);
 }
 
+// y = x rounded to fp16, to nearest even (as fp32_to_fp16).
+inline void float_row_to_half(const float* x, uint16_t* y, size_t n) {
+    size_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; ++i) y[i] = uint16_t(_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(x[i]), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 0));
+}
+
 #if defined(__AVX512F__)
 #include "kernels/cpu/matvec_avx512.inc"
 #else
