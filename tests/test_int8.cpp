@@ -148,7 +148,7 @@ TEST(Attention, EveryTargetMatchesScalar) {
                         const size_t keys = n_keys + n_tok - 1, rows = n_tok * n_q;
                         const auto q = test::random_floats(rows * hd, hd + n_keys, -2.0f, 2.0f);
                         const auto kv = test::random_floats(keys * stride, hd * 7 + n_keys, -1.0f, 1.0f);
-                        std::vector<float> out(rows * hd, NAN), want(rows * hd, NAN), scratch(kernels::attn_scratch_floats(rows, hd));
+                        std::vector<float> out(rows * hd, NAN), want(rows * hd, NAN), scratch(kernels::attn_scratch_floats(rows, hd, hd));
                         std::vector<float> mx(n_q, NAN), sum(n_q, NAN), mx_ref(n_q, NAN), sum_ref(n_q, NAN);
                         std::vector<uint16_t> kv16(kv.size());
                         for (size_t i = 0; i < kv.size(); ++i) kv16[i] = fp32_to_fp16(kv[i]);

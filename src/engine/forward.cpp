@@ -56,7 +56,7 @@ CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKerne
     const size_t widest = std::max<size_t>({hp.n_embd, hp.n_ff, size_t(hp.n_head) * hp.head_dim_v});
     const size_t group = hp.n_head / hp.n_head_kv;
     scratch_.resize(size_t(pool.size()) *
-                    std::max(widest * kernels::kScratchRows, kernels::attn_scratch_floats(kAttnTokens * group, hp.head_dim_v)));
+                    std::max(widest * kernels::kScratchRows, kernels::attn_scratch_floats(kAttnTokens * group, hp.head_dim, hp.head_dim_v)));
     part_out_.resize(size_t(kMaxSplit) * hp.n_head * hp.head_dim_v);
     part_max_.resize(size_t(kMaxSplit) * hp.n_head);
     part_sum_.resize(part_max_.size());

@@ -55,11 +55,14 @@ struct AttnArgs {
     bool partial;
     float* max;  // n_q, when partial
     float* sum;  // n_q, when partial
-    float* scratch;  // attn_scratch_floats(n_tok * n_q, head_dim_v), private to the calling thread
+    float* scratch;  // attn_scratch_floats(n_tok * n_q, head_dim, head_dim_v), private to the calling thread
     size_t n_tok = 1, q_tok_stride = 0, out_tok_stride = 0;
 };
 inline constexpr size_t kAttnTile = 64;
-inline constexpr size_t attn_scratch_floats(size_t rows, size_t head_dim_v) { return kAttnTile + rows * (head_dim_v + 2); }
+// Scores of a tile, one tile of keys and values widened to float, and per row the running sums.
+inline constexpr size_t attn_scratch_floats(size_t rows, size_t head_dim, size_t head_dim_v) {
+    return kAttnTile * (1 + head_dim + head_dim_v) + rows * (head_dim_v + 2);
+}
 
 struct CpuKernels {
     std::string_view name;
