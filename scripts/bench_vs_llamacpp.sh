@@ -3,7 +3,9 @@
 # this repository, on the same synthetic GGUF files, alternating the engines file by file in one
 # run. Prints a Markdown table of llama-bench averages and celer medians.
 # usage: LLAMA_BENCH=/path/to/llama-bench [IK_BENCH=/path/to/ik/llama-bench] \
-#        scripts/bench_vs_llamacpp.sh [THREADS] [REPS] [PROMPT] [GEN]
+#        [LLAMA_ARGS="..."] [IK_ARGS="-rtr 1"] scripts/bench_vs_llamacpp.sh [THREADS] [REPS] [PROMPT] [GEN]
+# IK_ARGS defaults to "-rtr 1" (run-time repacking, ik_llama.cpp's fastest CPU setting; its
+# flash attention is on by default).
 # Run it on an idle machine: a build or test beside it ruins the numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +15,8 @@ prompt=${3:-512}
 gen=${4:-128}
 llama_bench=${LLAMA_BENCH:?set LLAMA_BENCH to a llama-bench binary}
 ik_bench=${IK_BENCH:-}
+llama_args=${LLAMA_ARGS:-}
+ik_args=${IK_ARGS:--rtr 1}
 celer=${CELER:-./build/celer}
 dir=${CELER_BENCH_DIR:-/tmp/celer-bench}
 specs=${CELER_BENCH_FILES:-"qwen2.5-coder-0.5b:q8_0 qwen2.5-coder-0.5b:q4_0 qwen2.5-coder-0.5b:q4_k_m qwen2.5-coder-0.5b:f16 qwen2.5-coder-1.5b:q8_0"}
@@ -26,18 +30,20 @@ for spec in $specs; do
   [ -f "$f" ] || "$celer" synth --shape "$shape" --type "$type" ${vocab:+--vocab "$vocab"} -o "$f" 2>/dev/null
   files+=("$f")
 done
-peer() {  # llama-bench JSON for one file, or "null" when that engine is not given
+peer() {  # llama-bench JSON for one file, or "null" when that engine is not given: BENCH FILE ARGS
   [ -n "$1" ] || { echo null; return; }
-  "$1" -m "$2" -t "$threads" -p "$prompt" -n "$gen" -r "$reps" -o json 2>/dev/null || echo null
+  # shellcheck disable=SC2086
+  "$1" -m "$2" -t "$threads" -p "$prompt" -n "$gen" -r "$reps" $3 -o json 2>/dev/null || echo null
 }
 echo "threads $threads, prompt $prompt, decode $gen tokens, $reps reps; tok/s (celer: median; llama-bench: mean)"
+echo "llama.cpp args: '$llama_args'; ik_llama.cpp args: '$ik_args'; celer: $("$celer" bench -m "${files[0]}" --prompt 1 --gen 1 --reps 1 --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print("kernels", d["kernels"], "KV", d["kv_type"])')"
 echo
 echo "| file | celer prefill | llama.cpp | ik_llama.cpp | celer/llama | celer/ik | celer decode | llama.cpp | ik_llama.cpp | celer/llama | celer/ik | celer % of roofline |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for f in "${files[@]}"; do
   c=$("$celer" bench -m "$f" -t "$threads" --prompt "$prompt" --gen "$gen" --reps "$reps" --json 2>/dev/null)
-  l=$(peer "$llama_bench" "$f")
-  k=$(peer "$ik_bench" "$f")
+  l=$(peer "$llama_bench" "$f" "$llama_args")
+  k=$(peer "$ik_bench" "$f" "$ik_args")
   python3 - "$f" "$c" "$l" "$k" <<'PY'
 import json, os, sys
 name, c, l, k = os.path.basename(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])

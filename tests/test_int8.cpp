@@ -82,7 +82,7 @@ TEST_P(Int8Gemm, MatchesScalarTwinAndUnpackedWeights) {
                 kernels::quantize_acts_ref(x.data() + t * cols, cols, xq.q.data() + t * cols, xq.d.data() + t * nb, xq.ds.data() + t * nb,
                                            xq.ds2.data() + 2 * t * nb);
             std::vector<float> y_ref(n_tok * rows, NAN);
-            kernels::GemmArgs a{type, packed.data(), cols, xq.view(cols), 0, n_tok, y_ref.data(), rows, 0, rows / 16};
+            kernels::GemmArgs a{type, packed.data(), cols, xq.view(cols), nullptr, 0, n_tok, y_ref.data(), rows, 0, rows / 16};
             kernels::gemm_ref(a);
 
             for (const auto* k : int8_targets()) {
@@ -121,10 +121,57 @@ INSTANTIATE_TEST_SUITE_P(PackedTypes, Int8Gemm, ::testing::Values(TensorType::Q8
                                                              TensorType::Q6_K),
                          [](const auto& p) { return std::string(traits(p.param).name); });
 
+// F16 / BF16 packed by columns of 16 rows stay float: every target and the twin against a plain
+// dot product of the unpacked weights, within the float bound 2 gamma_n sum |w x| (the two sum
+// in different orders). Token counts exercise tiles of 12, 8, 4, 2 and 1 and the 64-token chunk.
+class PackedFloatGemm : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(PackedFloatGemm, MatchesUnpackedWeights) {
+    const TensorType type = GetParam();
+    const size_t rows = 32;
+    for (const size_t cols : {64u, 896u}) {
+        ASSERT_TRUE(kernels::int8_packable(type, rows, cols));
+        const size_t rb = row_bytes(type, cols);
+        std::vector<uint8_t> w(rows * rb);
+        const auto wf = test::random_floats(rows * cols, cols + 5);
+        for (size_t r = 0; r < rows; ++r) quantize_row(type, wf.data() + r * cols, w.data() + r * rb, cols);
+        std::vector<uint8_t> packed(kernels::packed_bytes(type, rows, cols));
+        ASSERT_EQ(packed.size(), w.size());
+        kernels::pack_groups(type, w.data(), rb, cols, 0, rows / 16, packed.data());
+        for (const size_t n_tok : {1u, 3u, 15u, 27u, 70u}) {
+            const auto x = test::random_floats(n_tok * cols, cols * 3 + n_tok, -2.0f, 2.0f);
+            const double u = std::ldexp(1.0, -24), gamma = double(cols) * u / (1 - double(cols) * u);
+            std::vector<const kernels::CpuKernels*> ks = int8_targets();
+            ks.push_back(nullptr);  // the scalar twin
+            for (const auto* k : ks) {
+                std::vector<float> y(n_tok * rows, NAN);
+                kernels::GemmArgs a{};
+                a.type = type, a.w = packed.data(), a.cols = cols, a.xf = x.data(), a.tok0 = 0, a.tok1 = n_tok;
+                a.y = y.data(), a.ldy = rows, a.g0 = 0, a.g1 = rows / 16;
+                k ? k->gemm_int8(a) : kernels::gemm_ref(a);
+                std::vector<float> wrow(cols);
+                for (size_t r = 0; r < rows; ++r) {
+                    dequantize_row(type, w.data() + r * rb, wrow.data(), cols);
+                    for (size_t t = 0; t < n_tok; ++t) {
+                        double dot = 0, mag = 0;
+                        for (size_t c = 0; c < cols; ++c) dot += double(wrow[c]) * x[t * cols + c], mag += std::fabs(double(wrow[c]) * x[t * cols + c]);
+                        ASSERT_LE(std::fabs(y[t * rows + r] - dot), 2 * gamma * mag)
+                            << (k ? k->name : "twin") << " row " << r << " token " << t << " of " << n_tok << " cols " << cols;
+                    }
+                }
+            }
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(FloatTypes, PackedFloatGemm, ::testing::Values(TensorType::F16, TensorType::BF16),
+                         [](const auto& p) { return std::string(traits(p.param).name); });
+
 TEST(Int8, PackableShapes) {
     EXPECT_TRUE(kernels::int8_packable(TensorType::Q8_0, 896, 4864));
     EXPECT_FALSE(kernels::int8_packable(TensorType::Q8_0, 37, 256));  // rows not a multiple of 16
-    EXPECT_FALSE(kernels::int8_packable(TensorType::F16, 896, 896));
+    EXPECT_FALSE(kernels::int8_packable(TensorType::F32, 896, 896));
+    EXPECT_FALSE(kernels::int8_packable(TensorType::F16, 896, 8));  // columns not a multiple of 16
     EXPECT_FALSE(kernels::int8_packable(TensorType::Q4_0, 0, 896));
 }
 

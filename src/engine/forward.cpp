@@ -92,18 +92,29 @@ void CpuForward::matmul(const Weight& w, const float* x, size_t n_tok, float* y)
 // Products that share their input: on the int8 path the activations are quantised once and
 // every weight's row groups go to the pool as one set of tasks (one dispatch, not one each).
 void CpuForward::matmuls(std::initializer_list<Product> products, const float* x, size_t n_tok) {
-    bool all_packed = true;
-    for (const Product& p : products) all_packed = all_packed && packed_.count(p.w->data);
-    if (!all_packed) {
+    // What each weight takes: 0 the float kernels, 1 the int8 path, 2 packed floats. Products of
+    // different kinds go one by one.
+    const auto kind = [&](const Product& p) { return !packed_.count(p.w->data) ? 0 : kernels::is_packed_float(p.w->type) ? 2 : 1; };
+    const int k0 = kind(*products.begin());
+    for (const Product& p : products) {
+        if (kind(p) != k0) {
+            for (const Product& q : products) matmuls({q}, x, n_tok);
+            return;
+        }
+    }
+    if (k0 == 0) {
         for (const Product& p : products) matmul_float(*p.w, x, n_tok, p.y);
         return;
     }
     const size_t cols = products.begin()->w->cols, nb = cols / kernels::kActBlock;
+    const bool float_acts = k0 == 2;
     const auto quantize = [&](size_t t) {
         k_.quantize_acts(x + t * cols, cols, act_q_.data() + t * cols, act_d_.data() + t * nb, act_ds_.data() + t * nb,
                          act_ds2_.data() + 2 * t * nb);
     };
-    if (n_tok == 1) {
+    if (float_acts) {
+        // F16 / BF16 multiply the float activations as they are.
+    } else if (n_tok == 1) {
         quantize(0);
     } else {
         pool_.run(int(n_tok), [&](int t, int) { quantize(size_t(t)); });
@@ -126,6 +137,7 @@ void CpuForward::matmuls(std::initializer_list<Product> products, const float* x
         a.w = packed_.find(w.data)->second.bytes.get();
         a.cols = cols;
         a.x = {act_q_.data(), act_d_.data(), act_ds_.data(), act_ds2_.data(), cols};
+        a.xf = x;
         a.tok0 = 0;
         a.tok1 = n_tok;
         a.y = gt.p->y;

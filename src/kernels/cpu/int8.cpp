@@ -93,16 +93,28 @@ void pack_k_record(TensorType t, const uint8_t* src, size_t row_bytes, size_t g,
 
 bool int8_packable(TensorType t, size_t rows, size_t cols) {
     if (rows == 0 || rows % kGroupRows) return false;
+    if (is_packed_float(t)) return cols % 16 == 0;
     if (is_k_quant(t)) return cols % 256 == 0;
     return (t == TensorType::Q8_0 || t == TensorType::Q4_0 || t == TensorType::Q5_0) && cols % kActBlock == 0;
 }
 
 size_t packed_bytes(TensorType t, size_t rows, size_t cols) {
     if (is_k_quant(t)) return rows / kGroupRows * (cols / 256) * k_record_bytes(t);
+    if (is_packed_float(t)) return rows * cols * 2;
     return rows / kGroupRows * (cols / kActBlock) * group_block_bytes(t);
 }
 
 void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols, size_t g0, size_t g1, uint8_t* dst) {
+    if (is_packed_float(t)) {
+        // Column c of group g: the 16 rows' halves at (g * cols + c) * 16.
+        auto* out = reinterpret_cast<uint16_t*>(dst);
+        for (size_t g = g0; g < g1; ++g)
+            for (size_t r = 0; r < kGroupRows; ++r) {
+                const auto* row = reinterpret_cast<const uint16_t*>(src + (g * kGroupRows + r) * row_bytes);
+                for (size_t c = 0; c < cols; ++c) out[(g * cols + c) * kGroupRows + r] = row[c];
+            }
+        return;
+    }
     if (is_k_quant(t)) {
         const size_t nsb = cols / 256;
         for (size_t g = g0; g < g1; ++g)
@@ -223,6 +235,20 @@ void gemm_ref_k(const GemmArgs& a) {
 
 void gemm_ref(const GemmArgs& a) {
     if (is_k_quant(a.type)) return gemm_ref_k(a);
+    if (is_packed_float(a.type)) {
+        const auto* w = reinterpret_cast<const uint16_t*>(a.w);
+        for (size_t g = a.g0; g < a.g1; ++g)
+            for (size_t r = 0; r < kGroupRows; ++r)
+                for (size_t t = a.tok0; t < a.tok1; ++t) {
+                    float acc = 0;
+                    for (size_t c = 0; c < a.cols; ++c) {
+                        const uint16_t h = w[(g * a.cols + c) * kGroupRows + r];
+                        acc += (a.type == TensorType::F16 ? fp16_to_fp32(h) : bf16_to_fp32(h)) * a.xf[t * a.cols + c];
+                    }
+                    a.y[t * a.ldy + g * kGroupRows + r] = acc;
+                }
+        return;
+    }
     const size_t nb = a.cols / kActBlock, gbb = group_block_bytes(a.type);
     const float off = weight_offset(a.type);
     for (size_t g = a.g0; g < a.g1; ++g) {

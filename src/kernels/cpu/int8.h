@@ -27,6 +27,11 @@
 // So dot = sum_j (d sc_j) (dx udot_j) - (dmin m_j) ds_j, and for Q6_K per 16-column half h:
 // (d sc_h) (dx udot_h - 32 ds2_h). 2368 / 2880 / 3360 bytes per 16 rows, the file's 2304 /
 // 2816 / 3360.
+// F16 and BF16 weights are packed too, but stay floats: per group, column by column, the 16
+// rows' values side by side (32 bytes per column, the file's bytes). A tile then loads one
+// column of 16 rows, widens it to one register and multiplies it by each token's broadcast
+// activation: the group's outputs again build up in lanes, with no horizontal sums, and the
+// activations stay float (no rounding beyond summation order). GemmArgs::xf carries them.
 #pragma once
 
 #include <cstddef>
@@ -44,6 +49,8 @@ constexpr size_t k_header_bytes(TensorType t) { return t == TensorType::Q6_K ? 2
 constexpr size_t k_sub_bytes(TensorType t) { return t == TensorType::Q4_K ? 256 : t == TensorType::Q5_K ? 320 : 384; }
 constexpr size_t k_record_bytes(TensorType t) { return k_header_bytes(t) + 8 * k_sub_bytes(t); }
 constexpr bool is_k_quant(TensorType t) { return t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K; }
+// Packed, but multiplied in float against float activations.
+constexpr bool is_packed_float(TensorType t) { return t == TensorType::F16 || t == TensorType::BF16; }
 
 // Activations of n_tok tokens quantised per 32-value block: x[i] ~ d[b] * q[i], ds[b] = d[b] *
 // sum of the block's q, ds2[2b + h] the same for its half h (16 values; Q6_K's scales are per
@@ -68,7 +75,8 @@ struct GemmArgs {
     TensorType type;
     const uint8_t* w;  // packed
     size_t cols;
-    ActsQ8 x;
+    ActsQ8 x;          // int8 formats
+    const float* xf;   // F16 / BF16: token t's activations at xf + t * cols
     size_t tok0, tok1;
     float* y;
     size_t ldy;
