@@ -216,15 +216,16 @@ void CpuForward::attention(uint32_t il, size_t n_tok) {
         a.q = q_.data() + t * hp.q_dim() + size_t(kvh) * group * hp.head_dim;
         a.n_q = group;
         a.q_stride = hp.head_dim;
+        // Head-major cache: head kvh's keys are one contiguous run of n_ctx x head_dim.
         if (f16) {
-            a.k16 = kc16 + size_t(kvh) * hp.head_dim;
-            a.v16 = vc16 + size_t(kvh) * hv;
+            a.k16 = kc16 + size_t(kvh) * n_ctx_ * hp.head_dim;
+            a.v16 = vc16 + size_t(kvh) * n_ctx_ * hv;
         } else {
-            a.k = kc + size_t(kvh) * hp.head_dim;
-            a.v = vc + size_t(kvh) * hv;
+            a.k = kc + size_t(kvh) * n_ctx_ * hp.head_dim;
+            a.v = vc + size_t(kvh) * n_ctx_ * hv;
         }
-        a.k_stride = hp.kv_dim();
-        a.v_stride = hp.v_dim();
+        a.k_stride = hp.head_dim;
+        a.v_stride = hv;
         a.n_keys = n_past_ + t + 1;
         a.head_dim = hp.head_dim;
         a.head_dim_v = hv;
@@ -329,12 +330,23 @@ void CpuForward::eval_chunk(std::span<const TokenId> tokens, bool all_logits, fl
         }
         rope_rows(q_.data(), n, hp.n_head, hp.q_dim());
         rope_rows(kv_k_.data(), n, hp.n_head_kv, hp.kv_dim());
-        if (kv_ == KvType::F16) {
-            k_.to_half(kv_k_.data(), k_cache16_[il].data() + size_t(n_past_) * hp.kv_dim(), n * hp.kv_dim());
-            k_.to_half(kv_v_.data(), v_cache16_[il].data() + size_t(n_past_) * hp.v_dim(), n * hp.v_dim());
-        } else {
-            std::copy_n(kv_k_.data(), n * hp.kv_dim(), k_cache_[il].data() + size_t(n_past_) * hp.kv_dim());
-            std::copy_n(kv_v_.data(), n * hp.v_dim(), v_cache_[il].data() + size_t(n_past_) * hp.v_dim());
+        // Head-major: each KV head's run of positions is contiguous, so that attention streams
+        // one sequential run per head rather than every other 128 bytes.
+        const size_t hv = hp.head_dim_v;
+        for (size_t t = 0; t < n; ++t) {
+            const size_t pos = n_past_ + t;
+            for (uint32_t h = 0; h < hp.n_head_kv; ++h) {
+                const float* ks = kv_k_.data() + t * hp.kv_dim() + size_t(h) * hp.head_dim;
+                const float* vs = kv_v_.data() + t * hp.v_dim() + size_t(h) * hv;
+                const size_t ko = (size_t(h) * n_ctx_ + pos) * hp.head_dim, vo = (size_t(h) * n_ctx_ + pos) * hv;
+                if (kv_ == KvType::F16) {
+                    k_.to_half(ks, k_cache16_[il].data() + ko, hp.head_dim);
+                    k_.to_half(vs, v_cache16_[il].data() + vo, hv);
+                } else {
+                    std::copy_n(ks, hp.head_dim, k_cache_[il].data() + ko);
+                    std::copy_n(vs, hv, v_cache_[il].data() + vo);
+                }
+            }
         }
         attention(il, n);
         matmul(L.wo, attn_.data(), n, out_.data());

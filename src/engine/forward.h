@@ -67,8 +67,10 @@ private:
     uint32_t n_past_ = 0;
 
     KvType kv_;
-    std::vector<std::vector<float>> k_cache_, v_cache_;        // per layer: (n_ctx, kv_dim), (n_ctx, v_dim), F32
-    std::vector<std::vector<uint16_t>> k_cache16_, v_cache16_;  // the same in fp16, F16
+    // Per layer, head-major: (n_head_kv, n_ctx, head_dim) keys and (n_head_kv, n_ctx, head_dim_v)
+    // values, as floats (F32) or halves (F16).
+    std::vector<std::vector<float>> k_cache_, v_cache_;
+    std::vector<std::vector<uint16_t>> k_cache16_, v_cache16_;
     std::vector<float> x_, xn_, q_, kv_k_, kv_v_, attn_, gate_, up_, out_;  // (kMaxBatch, width)
     std::vector<float> scratch_;                                           // per thread: widest row
     std::vector<float> rope_cos_, rope_sin_;                               // (n_rot / 2) for one position
