@@ -2,29 +2,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 #include <fmt/format.h>
 
 #include "celer/celer.h"
 #include "cli/commands.h"
 #include "tools/synth.h"
+#include "util/text_file.h"
 
 namespace celer::cli {
-namespace {
-
-std::string read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(fmt::format("{}: cannot open", path));
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-}  // namespace
-
 std::string demo_model_path() {
     namespace fs = std::filesystem;
     fs::path dir;
@@ -51,7 +38,7 @@ std::string demo_model_path() {
 int cmd_run(Args& a) {
     std::string model = a.value_or({"-m", "--model"}, "");
     std::string prompt = a.value_or({"-p", "--prompt"}, "");
-    if (auto f = a.value({"-f", "--file"})) prompt = read_file(*f);
+    if (auto f = a.value({"-f", "--file"})) prompt = read_text_file(*f);
     const int n_predict = int(a.int_or({"-n", "--n-predict"}, 128, 0, 1 << 20));
     EngineOptions eo;
     eo.n_threads = int(a.int_or({"-t", "--threads"}, 0, 0, 1024));

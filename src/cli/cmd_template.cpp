@@ -1,8 +1,6 @@
 // celer template: renders a conversation through a model's chat template (the Jinja in its
 // GGUF's tokenizer.chat_template, or tokenizer_config.json beside a tokenizer.json), printing
 // the prompt text or its token ids. What a server will send the model, made visible.
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -13,20 +11,9 @@
 #include "tokenizer/vocab.h"
 #include "tokenizer/vocab_spec.h"
 #include "util/error.h"
+#include "util/text_file.h"
 
 namespace celer::cli {
-namespace {
-
-std::string read_text(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(fmt::format("{}: cannot open", path));
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-}  // namespace
-
 int cmd_template(Args& a) {
     const auto model = a.value({"-m", "--model"});
     const auto messages_path = a.value({"--messages"});
@@ -38,7 +25,7 @@ int cmd_template(Args& a) {
 
     std::string source;
     if (template_path) {
-        source = read_text(*template_path);
+        source = read_text_file(*template_path);
     } else if (model->ends_with(".json")) {
         source = vocab_spec_from_hf(*model).chat_template;
     } else {
@@ -50,7 +37,7 @@ int cmd_template(Args& a) {
     // The file is either a list of messages or an object with "messages" (and "tools", ...).
     nlohmann::ordered_json context;
     try {
-        const auto j = nlohmann::ordered_json::parse(read_text(*messages_path));
+        const auto j = nlohmann::ordered_json::parse(read_text_file(*messages_path));
         if (j.is_array()) context["messages"] = j;
         else if (j.is_object() && j.contains("messages")) context = j;
         else throw Error(fmt::format("{}: expected a list of messages or an object with \"messages\"", *messages_path));

@@ -1,11 +1,10 @@
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "model/model.h"
 #include "util/error.h"
+#include "util/text_file.h"
 
 namespace celer::cli {
 
@@ -19,11 +18,7 @@ int cmd_tokenize(Args& a) {
     if (!path) throw Error("tokenize needs -m FILE");
     std::string text;
     if (file) {
-        std::ifstream in(*file, std::ios::binary);
-        if (!in) throw Error(fmt::format("{}: cannot open", *file));
-        std::ostringstream ss;
-        ss << in.rdbuf();
-        text = ss.str();
+        text = read_text_file(*file);
     } else if (pos.size() == 1) {
         text = pos[0];
     } else {

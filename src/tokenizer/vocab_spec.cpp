@@ -1,8 +1,6 @@
 #include "tokenizer/vocab_spec.h"
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -10,6 +8,7 @@
 #include "gguf/writer.h"
 #include "tokenizer/vocab.h"
 #include "util/error.h"
+#include "util/text_file.h"
 
 namespace celer {
 namespace {
@@ -17,12 +16,9 @@ namespace {
 using nlohmann::json;
 
 json read_json(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(fmt::format("{}: cannot open", path));
-    std::ostringstream ss;
-    ss << in.rdbuf();
+    const std::string text = read_text_file(path);
     try {
-        return json::parse(ss.str());
+        return json::parse(text);
     } catch (const json::exception& e) {
         throw Error(fmt::format("{}: invalid JSON: {}", path, e.what()));
     }
