@@ -151,6 +151,89 @@ TEST_P(SplitDecode, MatchesReference) {
 INSTANTIATE_TEST_SUITE_P(KvTypes, SplitDecode, ::testing::Values(KvType::F32, KvType::F16),
                          [](const auto& p) { return std::string(kv_type_name(p.param)); });
 
+// Continuous batching: one step over several sequences, each with its own cache at its own
+// positions, a prompt being prefilled beside others decoding, must give each sequence the
+// logits it gets alone. The same kernels run on a different number of rows, so only summation
+// order may differ (NMSE of order 1e-14); the bound 1e-9 catches any row crossing sequences.
+TEST(Forward, BatchedSequencesMatchSeparateRuns) {
+    const auto model = load_model(test::synth_model("tiny-qwen2", "q8_0"));
+    const auto all = test_tokens(model->hp.n_vocab);
+    const std::vector<std::span<const TokenId>> prompts = {std::span(all).first(5), std::span(all).subspan(5, 17),
+                                                           std::span(all).subspan(22, 30)};
+    constexpr int kSteps = 12;
+    for (const auto target : kernels::available_targets()) {
+        ThreadPool pool(2);
+        CpuForward fwd(*model, pool, kernels::select_kernels(target), 64, KvType::F16);
+        // Alone: each prompt prefilled, then kSteps greedy tokens, in the forward's own cache.
+        std::vector<std::vector<float>> want(prompts.size());
+        std::vector<std::vector<TokenId>> next(prompts.size());
+        for (size_t i = 0; i < prompts.size(); ++i) {
+            fwd.reset();
+            std::vector<float> logits;
+            fwd.eval(prompts[i], false, logits);
+            for (int s = 0; s < kSteps; ++s) {
+                want[i].insert(want[i].end(), logits.begin(), logits.end());
+                const TokenId t = TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin());
+                next[i].push_back(t);
+                fwd.eval(std::span(&t, 1), false, logits);
+            }
+        }
+        // Together: sequence 0 decodes from the start while 1 and 2 join one and two steps later.
+        std::vector<KvCache> caches;
+        for (size_t i = 0; i < prompts.size(); ++i) caches.push_back(fwd.make_cache(64));
+        std::vector<std::vector<float>> got(prompts.size());
+        std::vector<int> steps(prompts.size(), -1);  // -1: prompt not yet prefilled
+        for (int round = 0; round < kSteps + 3; ++round) {
+            std::vector<SeqTokens> batch;
+            std::vector<size_t> who;
+            for (size_t i = 0; i < prompts.size(); ++i) {
+                if (int(i) > round || steps[i] >= kSteps) continue;
+                if (steps[i] < 0)
+                    batch.push_back({&caches[i], prompts[i]});
+                else
+                    batch.push_back({&caches[i], std::span(&next[i][size_t(steps[i])], 1)});
+                who.push_back(i);
+            }
+            if (batch.empty()) continue;
+            std::vector<float> logits;
+            fwd.eval_batch(batch, logits);
+            for (size_t b = 0; b < who.size(); ++b) {
+                const size_t i = who[b];
+                ++steps[i];
+                if (steps[i] < kSteps) got[i].insert(got[i].end(), logits.begin() + long(b * model->hp.n_vocab),
+                                                     logits.begin() + long((b + 1) * model->hp.n_vocab));
+            }
+        }
+        for (size_t i = 0; i < prompts.size(); ++i) {
+            ASSERT_EQ(got[i].size(), want[i].size()) << target << " sequence " << i;
+            EXPECT_LT(test::nmse(got[i], want[i]), 1e-9) << target << " sequence " << i;
+            EXPECT_EQ(caches[i].n_past(), prompts[i].size() + kSteps) << target;
+        }
+    }
+}
+
+TEST(Forward, BatchRefusalsChangeNothing) {
+    const auto model = load_model(test::synth_model("tiny-llama", "f32", 1));
+    ThreadPool pool(1);
+    CpuForward fwd(*model, pool, kernels::select_kernels(), 8);
+    KvCache a = fwd.make_cache(8), b = fwd.make_cache(4);
+    const std::vector<TokenId> two = {1, 2}, five(5, 3);
+    std::vector<float> logits;
+    const SeqTokens same[] = {{&a, two}, {&a, two}};
+    EXPECT_THROW(fwd.eval_batch(same, logits), Error);
+    const SeqTokens overflow[] = {{&a, two}, {&b, five}};
+    EXPECT_THROW(fwd.eval_batch(overflow, logits), Error);
+    const SeqTokens empty[] = {{&a, {}}};
+    EXPECT_THROW(fwd.eval_batch(empty, logits), Error);
+    EXPECT_EQ(a.n_past(), 0u);
+    EXPECT_EQ(b.n_past(), 0u);
+    const SeqTokens ok[] = {{&a, two}, {&b, two}};
+    fwd.eval_batch(ok, logits);
+    EXPECT_EQ(a.n_past(), 2u);
+    EXPECT_EQ(b.n_past(), 2u);
+    EXPECT_EQ(logits.size(), 2u * model->hp.n_vocab);
+}
+
 TEST(Forward, ContextOverflowAndBadTokensAreErrors) {
     const auto model = load_model(test::synth_model("tiny-llama", "f32", 1));
     ThreadPool pool(1);

@@ -29,21 +29,22 @@ KvType parse_kv_type(std::string_view name) {
 
 const char* kv_type_name(KvType t) { return t == KvType::F16 ? "f16" : "f32"; }
 
-size_t CpuForward::kv_bytes_per_token() const {
-    return size_t(m_.hp.n_layer) * (m_.hp.kv_dim() + m_.hp.v_dim()) * (kv_ == KvType::F16 ? 2 : 4);
+KvCache::KvCache(const HParams& hp, uint32_t n_ctx, KvType kv)
+    : kv_(kv), n_ctx_(n_ctx), bytes_per_token_(size_t(hp.n_layer) * (hp.kv_dim() + hp.v_dim()) * (kv == KvType::F16 ? 2 : 4)) {
+    if (kv == KvType::F16) {
+        k16_.assign(hp.n_layer, std::vector<uint16_t>(size_t(n_ctx) * hp.kv_dim()));
+        v16_.assign(hp.n_layer, std::vector<uint16_t>(size_t(n_ctx) * hp.v_dim()));
+    } else {
+        k_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.kv_dim()));
+        v_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.v_dim()));
+    }
 }
 
 CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx, KvType kv)
-    : m_(m), pool_(pool), k_(k), n_ctx_(n_ctx), kv_(kv) {
+    : m_(m), pool_(pool), k_(k), cache_(m.hp, n_ctx, kv) {
     const HParams& hp = m.hp;
-    if (kv == KvType::F16) {
-        k_cache16_.assign(hp.n_layer, std::vector<uint16_t>(size_t(n_ctx) * hp.kv_dim()));
-        v_cache16_.assign(hp.n_layer, std::vector<uint16_t>(size_t(n_ctx) * hp.v_dim()));
-    } else {
-        k_cache_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.kv_dim()));
-        v_cache_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.v_dim()));
-    }
     const size_t B = kMaxBatch;
+    pos_.resize(B);
     x_.resize(B * hp.n_embd);
     xn_.resize(B * hp.n_embd);
     q_.resize(B * hp.q_dim());
@@ -175,7 +176,7 @@ void CpuForward::rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld) 
     const HParams& hp = m_.hp;
     const uint32_t half = hp.n_rot / 2;
     for (size_t t = 0; t < n_tok; ++t) {
-        const int pos = int(n_past_ + t);
+        const int pos = pos_[t];
         for (uint32_t i = 0; i < half; ++i) {
             const double theta = rope_theta(hp, m_.rope_freq_factors, pos, i);
             rope_cos_[i] = float(std::cos(theta));
@@ -198,39 +199,43 @@ void CpuForward::rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld) 
 // position, and the group's query heads share each read of a key and value. A single token
 // (decode) has too few groups to keep every thread busy, so its keys are split into ranges
 // whose unnormalised results are merged afterwards (flash-decoding).
-void CpuForward::attention(uint32_t il, size_t n_tok) {
+void CpuForward::attention(uint32_t il, const Span& s) {
     const HParams& hp = m_.hp;
     const uint32_t group = hp.n_head / hp.n_head_kv;
-    const bool f16 = kv_ == KvType::F16;
-    const float* kc = f16 ? nullptr : k_cache_[il].data();
-    const float* vc = f16 ? nullptr : v_cache_[il].data();
-    const uint16_t* kc16 = f16 ? k_cache16_[il].data() : nullptr;
-    const uint16_t* vc16 = f16 ? v_cache16_[il].data() : nullptr;
+    KvCache& c = *s.cache;
+    const size_t n_tok = s.n, n_past = c.n_past_, n_ctx = c.n_ctx_;
+    const bool f16 = c.kv_ == KvType::F16;
+    const float* kc = f16 ? nullptr : c.k_[il].data();
+    const float* vc = f16 ? nullptr : c.v_[il].data();
+    const uint16_t* kc16 = f16 ? c.k16_[il].data() : nullptr;
+    const uint16_t* vc16 = f16 ? c.v16_[il].data() : nullptr;
     const size_t hv = hp.head_dim_v;
     const size_t per_thread = scratch_.size() / size_t(pool_.size());
-    const size_t n_keys_last = n_past_ + n_tok;
+    const size_t n_keys_last = n_past + n_tok;
+    float* const q_rows = q_.data() + s.first * hp.q_dim();
+    float* const out_rows = attn_.data() + s.first * hp.n_head * hp.head_dim_v;
     // By length alone, never by thread count, so that the threads cannot change a result bit.
     const size_t n_split = n_tok == 1 ? std::clamp<size_t>(n_keys_last / kMinSplitKeys, 1, kMaxSplit) : 1;
     const auto args = [&](size_t t, uint32_t kvh, int thread) {
         kernels::AttnArgs a{};
-        a.q = q_.data() + t * hp.q_dim() + size_t(kvh) * group * hp.head_dim;
+        a.q = q_rows + t * hp.q_dim() + size_t(kvh) * group * hp.head_dim;
         a.n_q = group;
         a.q_stride = hp.head_dim;
         // Head-major cache: head kvh's keys are one contiguous run of n_ctx x head_dim.
         if (f16) {
-            a.k16 = kc16 + size_t(kvh) * n_ctx_ * hp.head_dim;
-            a.v16 = vc16 + size_t(kvh) * n_ctx_ * hv;
+            a.k16 = kc16 + size_t(kvh) * n_ctx * hp.head_dim;
+            a.v16 = vc16 + size_t(kvh) * n_ctx * hv;
         } else {
-            a.k = kc + size_t(kvh) * n_ctx_ * hp.head_dim;
-            a.v = vc + size_t(kvh) * n_ctx_ * hv;
+            a.k = kc + size_t(kvh) * n_ctx * hp.head_dim;
+            a.v = vc + size_t(kvh) * n_ctx * hv;
         }
         a.k_stride = hp.head_dim;
         a.v_stride = hv;
-        a.n_keys = n_past_ + t + 1;
+        a.n_keys = n_past + t + 1;
         a.head_dim = hp.head_dim;
         a.head_dim_v = hv;
         a.scale = 1.0f / std::sqrt(float(hp.head_dim));
-        a.out = attn_.data() + t * hp.n_head * hv + size_t(kvh) * group * hv;
+        a.out = out_rows + t * hp.n_head * hv + size_t(kvh) * group * hv;
         a.out_stride = hv;
         a.scratch = scratch_.data() + size_t(thread) * per_thread;
         return a;
@@ -273,7 +278,7 @@ void CpuForward::attention(uint32_t il, size_t n_tok) {
         float m = -INFINITY;
         for (size_t i = 0; i < n_split; ++i) m = std::max(m, part_max_[i * hp.n_head + h]);
         float l = 0;
-        float* out = attn_.data() + size_t(h) * hv;
+        float* out = out_rows + size_t(h) * hv;
         std::fill(out, out + hv, 0.0f);
         for (size_t i = 0; i < n_split; ++i) {
             const size_t slot = i * hp.n_head + h;
@@ -286,29 +291,65 @@ void CpuForward::attention(uint32_t il, size_t n_tok) {
     }
 }
 
+void CpuForward::check_tokens(std::span<const TokenId> tokens) const {
+    for (TokenId t : tokens)
+        if (t < 0 || uint32_t(t) >= m_.hp.n_vocab) throw Error(fmt::format("eval: token id {} is outside the vocabulary of {}", t, m_.hp.n_vocab));
+}
+
 void CpuForward::eval(std::span<const TokenId> tokens, bool all_logits, std::vector<float>& logits) {
     const HParams& hp = m_.hp;
     if (tokens.empty()) throw Error("eval: no tokens");
-    if (size_t(n_past_) + tokens.size() > n_ctx_)
-        throw Error(fmt::format("context overflow: {} cached + {} new tokens exceed the context size {}", n_past_, tokens.size(), n_ctx_));
-    for (TokenId t : tokens)
-        if (t < 0 || uint32_t(t) >= hp.n_vocab) throw Error(fmt::format("eval: token id {} is outside the vocabulary of {}", t, hp.n_vocab));
+    if (size_t(cache_.n_past_) + tokens.size() > cache_.n_ctx_)
+        throw Error(fmt::format("context overflow: {} cached + {} new tokens exceed the context size {}", cache_.n_past_, tokens.size(),
+                                cache_.n_ctx_));
+    check_tokens(tokens);
     logits.resize((all_logits ? tokens.size() : 1) * size_t(hp.n_vocab));
     for (size_t done = 0; done < tokens.size();) {
         const size_t n = std::min<size_t>(kMaxBatch, tokens.size() - done);
         const bool last = done + n == tokens.size();
         float* out = all_logits ? logits.data() + done * hp.n_vocab : (last ? logits.data() : nullptr);
-        eval_chunk(tokens.subspan(done, n), all_logits, out);
+        const Span span{&cache_, 0, n, all_logits, out};
+        eval_step(tokens.subspan(done, n), std::span(&span, 1));
         done += n;
     }
 }
 
-void CpuForward::eval_chunk(std::span<const TokenId> tokens, bool all_logits, float* logits_out) {
+void CpuForward::eval_batch(std::span<const SeqTokens> seqs, std::vector<float>& logits) {
+    const HParams& hp = m_.hp;
+    size_t total = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+        const SeqTokens& s = seqs[i];
+        if (s.tokens.empty()) throw Error("eval_batch: a sequence with no tokens");
+        if (s.cache->n_layers() != hp.n_layer) throw Error("eval_batch: a cache made for another model");
+        if (size_t(s.cache->n_past_) + s.tokens.size() > s.cache->n_ctx_)
+            throw Error(fmt::format("context overflow: {} cached + {} new tokens exceed the context size {}", s.cache->n_past_,
+                                    s.tokens.size(), s.cache->n_ctx_));
+        for (size_t j = 0; j < i; ++j)
+            if (seqs[j].cache == s.cache) throw Error("eval_batch: one cache twice in a step");
+        check_tokens(s.tokens);
+        total += s.tokens.size();
+    }
+    if (total == 0) throw Error("eval_batch: no tokens");
+    if (total > kMaxBatch) throw Error(fmt::format("eval_batch: {} tokens exceed the step limit of {}", total, kMaxBatch));
+    logits.resize(seqs.size() * size_t(hp.n_vocab));
+    std::vector<TokenId> tokens;
+    std::vector<Span> spans;
+    tokens.reserve(total);
+    for (size_t i = 0; i < seqs.size(); ++i) {
+        spans.push_back({seqs[i].cache, tokens.size(), seqs[i].tokens.size(), false, logits.data() + i * hp.n_vocab});
+        tokens.insert(tokens.end(), seqs[i].tokens.begin(), seqs[i].tokens.end());
+    }
+    eval_step(tokens, spans);
+}
+
+void CpuForward::eval_step(std::span<const TokenId> tokens, std::span<const Span> spans) {
     const HParams& hp = m_.hp;
     const size_t n = tokens.size();
     const size_t E = hp.n_embd;
     rope_cos_.resize(hp.n_rot / 2);
     rope_sin_.resize(hp.n_rot / 2);
+    for (const Span& s : spans)
+        for (size_t t = 0; t < s.n; ++t) pos_[s.first + t] = int(s.cache->n_past_ + t);
 
     for (size_t t = 0; t < n; ++t) dequantize_row(m_.tok_embd.type, m_.tok_embd.row(uint64_t(tokens[t])), x_.data() + t * E, E);
 
@@ -333,22 +374,25 @@ void CpuForward::eval_chunk(std::span<const TokenId> tokens, bool all_logits, fl
         // Head-major: each KV head's run of positions is contiguous, so that attention streams
         // one sequential run per head rather than every other 128 bytes.
         const size_t hv = hp.head_dim_v;
-        for (size_t t = 0; t < n; ++t) {
-            const size_t pos = n_past_ + t;
+        for (const Span& s : spans) {
+            KvCache& c = *s.cache;
+            for (size_t t = s.first; t < s.first + s.n; ++t) {
+            const size_t pos = size_t(pos_[t]);
             for (uint32_t h = 0; h < hp.n_head_kv; ++h) {
                 const float* ks = kv_k_.data() + t * hp.kv_dim() + size_t(h) * hp.head_dim;
                 const float* vs = kv_v_.data() + t * hp.v_dim() + size_t(h) * hv;
-                const size_t ko = (size_t(h) * n_ctx_ + pos) * hp.head_dim, vo = (size_t(h) * n_ctx_ + pos) * hv;
-                if (kv_ == KvType::F16) {
-                    k_.to_half(ks, k_cache16_[il].data() + ko, hp.head_dim);
-                    k_.to_half(vs, v_cache16_[il].data() + vo, hv);
+                const size_t ko = (size_t(h) * c.n_ctx_ + pos) * hp.head_dim, vo = (size_t(h) * c.n_ctx_ + pos) * hv;
+                if (c.kv_ == KvType::F16) {
+                    k_.to_half(ks, c.k16_[il].data() + ko, hp.head_dim);
+                    k_.to_half(vs, c.v16_[il].data() + vo, hv);
                 } else {
-                    std::copy_n(ks, hp.head_dim, k_cache_[il].data() + ko);
-                    std::copy_n(vs, hv, v_cache_[il].data() + vo);
+                    std::copy_n(ks, hp.head_dim, c.k_[il].data() + ko);
+                    std::copy_n(vs, hv, c.v_[il].data() + vo);
                 }
             }
+            }
         }
-        attention(il, n);
+        for (const Span& s : spans) attention(il, s);
         matmul(L.wo, attn_.data(), n, out_.data());
         for (size_t i = 0; i < n * E; ++i) x_[i] += out_[i];
 
@@ -358,11 +402,26 @@ void CpuForward::eval_chunk(std::span<const TokenId> tokens, bool all_logits, fl
         matmul(L.w_down, gate_.data(), n, out_.data());
         for (size_t i = 0; i < n * E; ++i) x_[i] += out_[i];
     }
-    n_past_ += uint32_t(n);
-    if (!logits_out) return;
-    const size_t first = all_logits ? 0 : n - 1;
-    for (size_t t = first; t < n; ++t) rms_norm(x_.data() + t * E, m_.output_norm.data(), xn_.data() + t * E, E, hp.rms_eps);
-    matmul(m_.output, xn_.data() + first * E, n - first, logits_out);
+    for (const Span& s : spans) s.cache->n_past_ += uint32_t(s.n);
+    // Final norm and the output product only for the rows whose logits are wanted.
+    if (spans.size() == 1) {
+        const Span& s = spans[0];
+        if (!s.logits) return;
+        const size_t first = s.all_logits ? 0 : n - 1;
+        for (size_t t = first; t < n; ++t) rms_norm(x_.data() + t * E, m_.output_norm.data(), xn_.data() + t * E, E, hp.rms_eps);
+        matmul(m_.output, xn_.data() + first * E, n - first, s.logits);
+        return;
+    }
+    // Several sequences: their last rows gathered into one product.
+    size_t rows = 0;
+    for (const Span& s : spans)
+        if (s.logits) rms_norm(x_.data() + (s.first + s.n - 1) * E, m_.output_norm.data(), xn_.data() + rows++ * E, E, hp.rms_eps);
+    if (rows == 0) return;
+    logits_rows_.resize(rows * size_t(hp.n_vocab));
+    matmul(m_.output, xn_.data(), rows, logits_rows_.data());
+    rows = 0;
+    for (const Span& s : spans)
+        if (s.logits) std::copy_n(logits_rows_.data() + rows++ * hp.n_vocab, hp.n_vocab, s.logits);
 }
 
 }  // namespace celer

@@ -23,24 +23,67 @@ enum class KvType { F32, F16 };
 KvType parse_kv_type(std::string_view name);  // "f32" | "f16"; throws celer::Error otherwise
 const char* kv_type_name(KvType t);
 
+// One sequence's keys and values, every layer, for up to n_ctx positions. Head-major per layer:
+// (n_head_kv, n_ctx, head_dim) keys and (n_head_kv, n_ctx, head_dim_v) values, as floats (F32)
+// or halves (F16). Positions [0, n_past) hold the sequence's tokens so far.
+class KvCache {
+public:
+    KvCache(const HParams& hp, uint32_t n_ctx, KvType kv);
+
+    KvType type() const { return kv_; }
+    uint32_t n_past() const { return n_past_; }
+    uint32_t n_ctx() const { return n_ctx_; }
+    // Bytes per token of context, all layers.
+    size_t bytes_per_token() const { return bytes_per_token_; }
+    uint32_t n_layers() const { return uint32_t(kv_ == KvType::F16 ? k16_.size() : k_.size()); }
+    void reset() { n_past_ = 0; }
+    // Forgets every position from n on (n <= n_past()).
+    void truncate(uint32_t n) { n_past_ = n < n_past_ ? n : n_past_; }
+
+private:
+    friend class CpuForward;
+    KvType kv_;
+    uint32_t n_ctx_;
+    uint32_t n_past_ = 0;
+    size_t bytes_per_token_;
+    std::vector<std::vector<float>> k_, v_;
+    std::vector<std::vector<uint16_t>> k16_, v16_;
+};
+
+// One sequence's share of a batched step: its cache and the tokens it appends there.
+struct SeqTokens {
+    KvCache* cache;
+    std::span<const TokenId> tokens;
+};
+
 class CpuForward {
 public:
+    // Owns one KV cache of n_ctx positions (the single-sequence API below); more sequences bring
+    // their own KvCache to eval_batch.
     CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx, KvType kv = KvType::F32);
 
-    KvType kv_type() const { return kv_; }
+    KvType kv_type() const { return cache_.type(); }
     // Bytes of KV cache per token of context, all layers.
-    size_t kv_bytes_per_token() const;
+    size_t kv_bytes_per_token() const { return cache_.bytes_per_token(); }
+    KvCache make_cache(uint32_t n_ctx) const { return KvCache(m_.hp, n_ctx, cache_.type()); }
 
     // Runs `tokens` at positions n_past() onwards and appends them to the cache. Writes the
     // logits of every token (all_logits) or of the last one into `logits`, n_vocab each.
     // Throws celer::Error if the context would overflow.
     void eval(std::span<const TokenId> tokens, bool all_logits, std::vector<float>& logits);
 
-    uint32_t n_past() const { return n_past_; }
-    uint32_t n_ctx() const { return n_ctx_; }
-    void reset() { n_past_ = 0; }
+    // One step over several sequences at once (continuous batching): every weight is read once
+    // for all their tokens. Each entry's tokens go to its own cache at its own positions; the
+    // logits of each entry's last token land in `logits` in entry order, n_vocab each. At most
+    // kMaxBatch tokens in all, each cache at most once; throws celer::Error (changing nothing)
+    // otherwise or if a context would overflow.
+    void eval_batch(std::span<const SeqTokens> seqs, std::vector<float>& logits);
+
+    uint32_t n_past() const { return cache_.n_past(); }
+    uint32_t n_ctx() const { return cache_.n_ctx(); }
+    void reset() { cache_.reset(); }
     // Forgets every position from n on (n <= n_past()).
-    void truncate(uint32_t n) { n_past_ = n < n_past_ ? n : n_past_; }
+    void truncate(uint32_t n) { cache_.truncate(n); }
 
     // Weights repacked for the int8 path (0 where the kernel target has none).
     size_t int8_weights() const { return packed_.size(); }
@@ -48,7 +91,15 @@ public:
     static constexpr uint32_t kMaxBatch = 256;
 
 private:
-    void eval_chunk(std::span<const TokenId> tokens, bool all_logits, float* logits_out);
+    // A token span of one sequence inside the current step.
+    struct Span {
+        KvCache* cache;
+        size_t first, n;  // rows of the step's activations
+        bool all_logits;
+        float* logits;    // all_logits: n rows; else the last token's row; nullptr: none
+    };
+    void check_tokens(std::span<const TokenId> tokens) const;
+    void eval_step(std::span<const TokenId> tokens, std::span<const Span> spans);
     struct Product {
         const Weight* w;
         float* y;
@@ -56,21 +107,16 @@ private:
     void matmul(const Weight& w, const float* x, size_t n_tok, float* y);
     void matmuls(std::initializer_list<Product> products, const float* x, size_t n_tok);
     void matmul_float(const Weight& w, const float* x, size_t n_tok, float* y);
-    void attention(uint32_t il, size_t n_tok);
+    void attention(uint32_t il, const Span& s);
     void pack_weights();
     void rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld);
 
     const Model& m_;
     ThreadPool& pool_;
     const kernels::CpuKernels& k_;
-    uint32_t n_ctx_;
-    uint32_t n_past_ = 0;
-
-    KvType kv_;
-    // Per layer, head-major: (n_head_kv, n_ctx, head_dim) keys and (n_head_kv, n_ctx, head_dim_v)
-    // values, as floats (F32) or halves (F16).
-    std::vector<std::vector<float>> k_cache_, v_cache_;
-    std::vector<std::vector<uint16_t>> k_cache16_, v_cache16_;
+    KvCache cache_;
+    std::vector<int> pos_;             // (kMaxBatch) position of each row of the current step
+    std::vector<float> logits_rows_;   // batched steps: (sequences, n_vocab)
     std::vector<float> x_, xn_, q_, kv_k_, kv_v_, attn_, gate_, up_, out_;  // (kMaxBatch, width)
     std::vector<float> scratch_;                                           // per thread: widest row
     std::vector<float> rope_cos_, rope_sin_;                               // (n_rot / 2) for one position
