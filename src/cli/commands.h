@@ -11,6 +11,7 @@ int cmd_synth(Args& a);
 int cmd_tokenize(Args& a);
 int cmd_bench(Args& a);
 int cmd_template(Args& a);
+int cmd_serve(Args& a);
 
 // The model a command should use when -m is not given: a small synthetic demo model, written
 // to the cache directory on first use. Returns its path.

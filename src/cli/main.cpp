@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
         if (cmd == "tokenize") return cmd_tokenize(a);
         if (cmd == "bench") return cmd_bench(a);
         if (cmd == "template") return cmd_template(a);
+        if (cmd == "serve") return cmd_serve(a);
         if (cmd == "help" || cmd == "--help" || cmd == "-h") {
             std::fputs(kUsage.data(), stdout);
             return 0;

@@ -336,7 +336,8 @@ void CpuForward::eval_batch(std::span<const SeqTokens> seqs, std::vector<float>&
     std::vector<Span> spans;
     tokens.reserve(total);
     for (size_t i = 0; i < seqs.size(); ++i) {
-        spans.push_back({seqs[i].cache, tokens.size(), seqs[i].tokens.size(), false, logits.data() + i * hp.n_vocab});
+        spans.push_back({seqs[i].cache, tokens.size(), seqs[i].tokens.size(), false,
+                         seqs[i].logits ? logits.data() + i * hp.n_vocab : nullptr});
         tokens.insert(tokens.end(), seqs[i].tokens.begin(), seqs[i].tokens.end());
     }
     eval_step(tokens, spans);

@@ -50,10 +50,12 @@ private:
     std::vector<std::vector<uint16_t>> k16_, v16_;
 };
 
-// One sequence's share of a batched step: its cache and the tokens it appends there.
+// One sequence's share of a batched step: its cache, the tokens it appends there, and whether
+// the last token's logits are wanted (a prompt chunk that is not the last needs none).
 struct SeqTokens {
     KvCache* cache;
     std::span<const TokenId> tokens;
+    bool logits = true;
 };
 
 class CpuForward {
@@ -74,7 +76,8 @@ public:
 
     // One step over several sequences at once (continuous batching): every weight is read once
     // for all their tokens. Each entry's tokens go to its own cache at its own positions; the
-    // logits of each entry's last token land in `logits` in entry order, n_vocab each. At most
+    // logits of each entry's last token land in `logits` at the entry's index, n_vocab each (left
+    // untouched for entries that want none). At most
     // kMaxBatch tokens in all, each cache at most once; throws celer::Error (changing nothing)
     // otherwise or if a context would overflow.
     void eval_batch(std::span<const SeqTokens> seqs, std::vector<float>& logits);

@@ -1,0 +1,121 @@
+// The OpenAI wire formats, apart from any socket: request bodies of Chat Completions,
+// Completions (with fill-in-the-middle) and Responses checked and turned into a prompt and
+// generation parameters, the model's tool-call text parsed back into calls, and the error
+// object. Everything here is pure, so that it can be unit-tested and fuzzed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "chat/jinja.h"
+#include "server/scheduler.h"
+#include "util/error.h"
+
+namespace celer::server {
+
+using json = nlohmann::ordered_json;
+
+// A request the client got wrong: HTTP status plus OpenAI's error fields.
+class ApiError : public Error {
+public:
+    ApiError(int status, const std::string& message, std::string param = {}, std::string type = "invalid_request_error",
+             std::string code = {})
+        : Error(message), status(status), param(std::move(param)), type(std::move(type)), code(std::move(code)) {}
+    int status;
+    std::string param, type, code;
+};
+
+// {"error": {"message", "type", "param", "code"}}
+json error_body(const std::string& message, const std::string& type, const std::string& param = {}, const std::string& code = {});
+
+// JSON text that never throws on invalid UTF-8 in model output (replaced by U+FFFD).
+std::string dump(const json& j);
+// Parses a request body; malformed JSON or a non-object is a 400.
+json parse_body(std::string_view body);
+
+struct Limits {
+    int max_tokens = 4096;     // per request; larger asks are clamped to what the context holds
+    size_t max_messages = 4096;
+    size_t max_stop = 16;
+};
+
+// What the API needs to know about the model being served.
+class ModelContext {
+public:
+    // `chat_template` empty: ChatML, which Qwen and most code models use.
+    ModelContext(const Engine& engine, std::string model_id, std::string chat_template);
+
+    const std::string& id() const { return id_; }
+    const Vocab& vocab() const { return vocab_; }
+    // Renders messages (and tools) through the chat template and tokenizes the result, control
+    // tokens included; BOS in front when the vocabulary wants one and the template gave none.
+    std::vector<TokenId> chat_prompt(const json& messages, const json& tools) const;
+    std::vector<TokenId> text_prompt(std::string_view text) const;
+    std::vector<TokenId> fim_prompt(std::string_view prefix, std::string_view suffix) const;
+
+private:
+    const Vocab& vocab_;
+    std::string id_;
+    std::string bos_text_, eos_text_;
+    std::unique_ptr<chat::Template> tmpl_;
+};
+
+// Sampling and stopping fields shared by every endpoint (temperature, top_p, seed, stop,
+// max_tokens / max_completion_tokens / max_output_tokens, penalties). OpenAI's defaults:
+// temperature 1, top_p 1, no top-k, no min-p.
+GenParams gen_params(const json& body, const Limits& lim, const char* max_tokens_field);
+
+struct ChatRequest {
+    std::vector<TokenId> prompt;
+    GenParams params;
+    bool stream = false;
+    bool include_usage = false;
+    bool tools = false;  // tool-call text is parsed into tool_calls
+};
+ChatRequest parse_chat(const json& body, const ModelContext& m, const Limits& lim);
+
+struct CompletionRequest {
+    std::vector<TokenId> prompt;
+    GenParams params;
+    bool stream = false;
+    bool include_usage = false;
+    bool echo = false;
+    std::string prompt_text;
+};
+CompletionRequest parse_completion(const json& body, const ModelContext& m, const Limits& lim);
+
+// A tool call as the model wrote it.
+struct ToolCall {
+    std::string name;
+    std::string arguments;  // JSON text
+};
+struct ParsedOutput {
+    std::string content;  // text outside the calls, trimmed
+    std::vector<ToolCall> calls;
+};
+// Hermes/Qwen style: <tool_call>{"name": ..., "arguments": {...}}</tool_call>, any number; a
+// last block cut off by the end of generation counts if its JSON is whole. Blocks that do not
+// parse stay in the content.
+ParsedOutput parse_tool_calls(std::string_view text);
+// Where streamed text must stop being forwarded as content because a tool call may start.
+constexpr std::string_view kToolCallOpen = "<tool_call>";
+
+// Responses API: the conversation so far as items (input and output items of earlier turns,
+// then this turn's input), turned into chat messages for the template.
+json items_to_messages(const json& items, const std::string& instructions);
+// Responses' function tools ({type, name, description, parameters}) in Chat Completions' shape;
+// other tool types (web_search, namespace, ...) are not offered to the model.
+json responses_tools_to_chat(const json& tools);
+// This turn's `input` (a string or a list of items) as a list of items; 400 if malformed.
+json input_items(const json& input);
+
+// prefix + 24 random letters and digits ("resp_", "chatcmpl-", ...).
+std::string random_id(std::string_view prefix);
+
+}  // namespace celer::server

@@ -1,0 +1,355 @@
+#include "server/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "util/error.h"
+
+namespace celer::server {
+
+const char* finish_name(Finish f) {
+    switch (f) {
+        case Finish::Stop: return "stop";
+        case Finish::Length: return "length";
+        case Finish::Cancelled: return "cancelled";
+        case Finish::Error: return "error";
+        case Finish::None: break;
+    }
+    return "none";
+}
+
+Generation::Generation(std::vector<TokenId> prompt, GenParams params) : prompt_(std::move(prompt)), params_(std::move(params)) {}
+
+bool Generation::take(Chunk& out) {
+    std::lock_guard lock(mu_);
+    out.text += pending_.text;
+    for (auto& l : pending_.logprobs) out.logprobs.push_back(std::move(l));
+    pending_ = {};
+    return finish_ != Finish::None;
+}
+
+Finish Generation::finish() const {
+    std::lock_guard lock(mu_);
+    return finish_;
+}
+
+std::string Generation::error() const {
+    std::lock_guard lock(mu_);
+    return error_;
+}
+
+void Generation::push(std::string text, std::optional<TokenLogprob> lp) {
+    {
+        std::lock_guard lock(mu_);
+        pending_.text += text;
+        if (lp) pending_.logprobs.push_back(std::move(*lp));
+    }
+    if (notify_) notify_();
+}
+
+void Generation::end(Finish f, std::string error) {
+    {
+        std::lock_guard lock(mu_);
+        if (finish_ != Finish::None) return;
+        finish_ = f;
+        error_ = std::move(error);
+    }
+    if (notify_) notify_();
+}
+
+struct Scheduler::Slot {
+    explicit Slot(KvCache c) : cache(std::move(c)) {}
+    KvCache cache;
+    std::vector<TokenId> tokens;  // exactly what the cache holds, in order
+    uint64_t last_used = 0;
+
+    // The generation using this slot, if any.
+    std::shared_ptr<Generation> gen;
+    size_t prompt_done = 0;      // prompt tokens in the cache
+    TokenId next = -1;           // sampled, not yet in the cache (decoding)
+    std::optional<Sampler> sampler;
+    std::vector<TokenId> history;  // prompt + generated, for the penalties
+    Utf8Stream utf8;
+    std::string held;  // text that could still begin a stop string
+    int n_gen = 0;
+    bool want_logits = false;  // in the current step
+    size_t batch_index = 0;
+};
+
+Scheduler::Scheduler(Engine& engine, const SchedulerOptions& opt) : engine_(engine), opt_(opt) {
+    if (opt.n_slots < 1 || opt.n_slots > 256) throw Error(fmt::format("--parallel {}: expected 1 to 256", opt.n_slots));
+    if (opt.slot_ctx < 8) throw Error(fmt::format("context size {} is too small", opt.slot_ctx));
+    for (int i = 0; i < opt.n_slots; ++i) slots_.push_back(std::make_unique<Slot>(engine.forward().make_cache(opt.slot_ctx)));
+    thread_ = std::thread([this] { loop(); });
+}
+
+Scheduler::~Scheduler() {
+    {
+        std::lock_guard lock(mu_);
+        stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    for (auto& g : queue_) g->end(Finish::Cancelled);
+    for (auto& s : slots_)
+        if (s->gen) s->gen->end(Finish::Cancelled);
+}
+
+void Scheduler::submit(const std::shared_ptr<Generation>& g) {
+    if (g->prompt_.empty()) throw Error("the prompt is empty");
+    if (g->prompt_.size() >= opt_.slot_ctx)
+        throw Error(fmt::format("the prompt has {} tokens; the context holds {} (with room for one to generate)", g->prompt_.size(),
+                                opt_.slot_ctx));
+    {
+        std::lock_guard lock(mu_);
+        if (stop_) throw Error("the server is shutting down");
+        if (queue_.size() >= opt_.max_queue) throw Error(fmt::format("too many waiting requests ({})", queue_.size()));
+        queue_.push_back(g);
+        stats_.waiting.store(int(queue_.size()));
+    }
+    cv_.notify_all();
+}
+
+void Scheduler::cancel_all() {
+    std::lock_guard lock(mu_);
+    for (auto& g : queue_) g->cancel();
+    for (auto& s : slots_)
+        if (s->gen) s->gen->cancel();
+    cv_.notify_all();
+}
+
+size_t Scheduler::kv_bytes_total() const { return slots_.size() * size_t(opt_.slot_ctx) * slots_[0]->cache.bytes_per_token(); }
+
+size_t Scheduler::kv_bytes_in_use() const {
+    // Read racily: a gauge, not an invariant.
+    size_t n = 0;
+    for (const auto& s : slots_) n += s->cache.n_past();
+    return n * slots_[0]->cache.bytes_per_token();
+}
+
+// Gives waiting generations idle slots, each the one whose cache shares the longest prefix with
+// its prompt (least recently used among equals, so that a cold request evicts the oldest).
+bool Scheduler::admit() {
+    bool any = false;
+    while (!queue_.empty()) {
+        std::shared_ptr<Generation> g = queue_.front();
+        if (g->cancelled()) {
+            queue_.pop_front();
+            g->end(Finish::Cancelled);
+            stats_.cancelled++;
+            continue;
+        }
+        Slot* best = nullptr;
+        size_t best_lcp = 0;
+        for (auto& s : slots_) {
+            if (s->gen) continue;
+            const auto& p = g->prompt_;
+            const size_t n = std::min(s->tokens.size(), p.size());
+            size_t lcp = 0;
+            while (lcp < n && s->tokens[lcp] == p[lcp]) ++lcp;
+            if (!best || lcp > best_lcp || (lcp == best_lcp && s->last_used < best->last_used)) {
+                best = s.get();
+                best_lcp = lcp;
+            }
+        }
+        if (!best) break;
+        queue_.pop_front();
+        Slot& s = *best;
+        // Keep the shared prefix, but at least the prompt's last token is run again: its logits
+        // pick the first new token.
+        const size_t keep = std::min(best_lcp, g->prompt_.size() - 1);
+        s.cache.truncate(uint32_t(keep));
+        s.tokens.resize(keep);
+        s.gen = g;
+        s.prompt_done = keep;
+        s.next = -1;
+        s.sampler.emplace(g->params_.sampler);
+        s.history = g->prompt_;
+        s.utf8 = {};
+        s.held.clear();
+        s.n_gen = 0;
+        s.last_used = ++clock_;
+        g->cached_.store(keep);
+        stats_.prompt_tokens += g->prompt_.size();
+        stats_.cached_tokens += keep;
+        any = true;
+    }
+    stats_.waiting.store(int(queue_.size()));
+    return any;
+}
+
+void Scheduler::loop() {
+    for (;;) {
+        {
+            std::unique_lock lock(mu_);
+            for (;;) {
+                if (stop_) return;
+                admit();
+                const bool busy = std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->gen != nullptr; });
+                if (busy) break;
+                cv_.wait(lock);
+            }
+        }
+        step();
+    }
+}
+
+void Scheduler::release(Slot& s, Finish f, std::string error) {
+    if (f != Finish::Error && f != Finish::Cancelled) {
+        if (std::string rest = s.utf8.flush(); !rest.empty()) s.held += rest;
+    }
+    if (!s.held.empty() && f != Finish::Error) s.gen->push(std::move(s.held), std::nullopt);
+    s.held.clear();
+    s.gen->end(f, std::move(error));
+    if (f == Finish::Cancelled) stats_.cancelled++;
+    stats_.finished++;
+    s.gen.reset();
+    s.sampler.reset();
+    s.last_used = ++clock_;
+}
+
+// One batched step: every decoding slot feeds its last token; the remaining room goes to prompt
+// chunks, oldest request first.
+void Scheduler::step() {
+    std::vector<SeqTokens> batch;
+    std::vector<Slot*> in_batch;
+    size_t room = CpuForward::kMaxBatch;
+    for (auto& sp : slots_) {
+        Slot& s = *sp;
+        if (!s.gen) continue;
+        if (s.gen->cancelled()) {
+            release(s, Finish::Cancelled);
+            continue;
+        }
+        if (s.next >= 0) {
+            if (s.cache.n_past() + 1 > s.cache.n_ctx()) {
+                release(s, Finish::Length);
+                continue;
+            }
+            batch.push_back({&s.cache, std::span(&s.next, 1), true});
+            in_batch.push_back(&s);
+            --room;
+        }
+    }
+    std::vector<Slot*> prefilling;
+    for (auto& sp : slots_)
+        if (sp->gen && sp->next < 0) prefilling.push_back(sp.get());
+    std::sort(prefilling.begin(), prefilling.end(), [](Slot* a, Slot* b) { return a->last_used < b->last_used; });
+    for (Slot* s : prefilling) {
+        if (room == 0) break;
+        const auto& p = s->gen->prompt_;
+        const size_t n = std::min(room, p.size() - s->prompt_done);
+        const bool last = s->prompt_done + n == p.size();
+        batch.push_back({&s->cache, std::span(p).subspan(s->prompt_done, n), last});
+        in_batch.push_back(s);
+        room -= n;
+    }
+    stats_.active.store(int(in_batch.size()));
+    if (batch.empty()) return;
+
+    std::vector<float> logits;
+    try {
+        engine_.forward().eval_batch(batch, logits);
+    } catch (const std::exception& e) {
+        for (Slot* s : in_batch) release(*s, Finish::Error, e.what());
+        return;
+    }
+    stats_.steps++;
+    const size_t n_vocab = engine_.model().hp.n_vocab;
+    for (size_t i = 0; i < in_batch.size(); ++i) {
+        Slot& s = *in_batch[i];
+        const auto fed = batch[i].tokens;
+        s.tokens.insert(s.tokens.end(), fed.begin(), fed.end());
+        if (s.next < 0) {
+            s.prompt_done += fed.size();
+            stats_.prefilled_tokens += fed.size();
+            if (!batch[i].logits) continue;
+        }
+        sample(s, logits.data() + i * n_vocab);
+    }
+}
+
+namespace {
+
+// The length of the longest suffix of `text` that is a proper prefix of some stop string.
+size_t stop_prefix_tail(const std::string& text, const std::vector<std::string>& stops) {
+    size_t best = 0;
+    for (const auto& st : stops)
+        for (size_t n = std::min(text.size(), st.size() - 1); n > best; --n)
+            if (text.compare(text.size() - n, n, st, 0, n) == 0) {
+                best = n;
+                break;
+            }
+    return best;
+}
+
+}  // namespace
+
+void Scheduler::sample(Slot& s, const float* logits) {
+    Generation& g = *s.gen;
+    const size_t n_vocab = engine_.model().hp.n_vocab;
+    const Vocab& vocab = engine_.model().vocab;
+    const std::span<const float> l(logits, n_vocab);
+    const TokenId t = s.sampler->sample(l, s.history);
+    if (s.n_gen == 0) {
+        g.ttft_s_.store(std::chrono::duration<double>(std::chrono::steady_clock::now() - g.submitted_).count());
+    }
+    if (vocab.is_eog(t)) {
+        s.next = -1;
+        release(s, Finish::Stop);
+        return;
+    }
+    s.history.push_back(t);
+    s.next = t;
+    ++s.n_gen;
+    g.generated_.store(size_t(s.n_gen));
+    stats_.generated_tokens++;
+
+    std::optional<TokenLogprob> lp;
+    if (g.params_.logprobs >= 0) {
+        float m = -INFINITY;
+        for (float v : l) m = std::max(m, v);
+        double z = 0;
+        for (float v : l) z += std::exp(double(v - m));
+        const float log_z = float(std::log(z)) + m;
+        lp.emplace();
+        lp->token = vocab.piece(t);
+        lp->logprob = l[size_t(t)] - log_z;
+        if (g.params_.logprobs > 0) {
+            std::vector<TokenId> ids(n_vocab);
+            for (size_t i = 0; i < n_vocab; ++i) ids[i] = TokenId(i);
+            const size_t k = std::min<size_t>(size_t(g.params_.logprobs), n_vocab);
+            std::partial_sort(ids.begin(), ids.begin() + long(k), ids.end(), [&](TokenId a, TokenId b) { return l[size_t(a)] > l[size_t(b)]; });
+            for (size_t i = 0; i < k; ++i) lp->top.emplace_back(vocab.piece(ids[i]), l[size_t(ids[i])] - log_z);
+        }
+    }
+
+    s.held += s.utf8.push(vocab.piece(t));
+    const auto& stops = g.params_.stop;
+    size_t cut = std::string::npos;
+    for (const auto& st : stops) {
+        const size_t at = s.held.find(st);
+        if (at != std::string::npos) cut = std::min(cut, at);
+    }
+    if (cut != std::string::npos) {
+        s.held.resize(cut);
+        g.push(std::move(s.held), std::move(lp));
+        s.held.clear();
+        s.utf8 = {};
+        release(s, Finish::Stop);
+        return;
+    }
+    const size_t keep = stops.empty() ? 0 : stop_prefix_tail(s.held, stops);
+    std::string out = s.held.substr(0, s.held.size() - keep);
+    s.held.erase(0, s.held.size() - keep);
+    if (!out.empty() || lp) g.push(std::move(out), std::move(lp));
+    if (s.n_gen >= g.params_.max_tokens) {
+        release(s, Finish::Length);
+        return;
+    }
+    if (s.cache.n_past() + 1 >= s.cache.n_ctx()) release(s, Finish::Length);
+}
+
+}  // namespace celer::server

@@ -1,0 +1,135 @@
+// The server's engine loop: one thread owns the forward pass and a fixed set of slots (one KV
+// cache each). Requests wait in a queue, take the idle slot whose cached tokens share the
+// longest prefix with their prompt (so a conversation's next turn prefills only what is new),
+// and then every step runs all decoding slots plus prompt chunks of the others as one batch
+// (continuous batching, chunked prefill). Output goes to a Generation that a connection reads
+// from another thread; cancelling one stops it before the next step.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace celer::server {
+
+struct GenParams {
+    SamplerParams sampler;
+    int max_tokens = 256;
+    std::vector<std::string> stop;  // generation ends before the first of these in the text
+    int logprobs = -1;              // -1: none; n >= 0: the chosen token's and the n most likely
+};
+
+enum class Finish { None, Stop, Length, Cancelled, Error };
+const char* finish_name(Finish f);  // "stop", "length", "cancelled", "error"
+
+struct TokenLogprob {
+    std::string token;  // the token's bytes (may be part of a UTF-8 character)
+    float logprob = 0;
+    std::vector<std::pair<std::string, float>> top;
+};
+
+// What the scheduler hands a connection, one request's worth. Thread-safe.
+class Generation {
+public:
+    Generation(std::vector<TokenId> prompt, GenParams params);
+
+    // Consumer side.
+    struct Chunk {
+        std::string text;                 // new text, stop strings held back and removed
+        std::vector<TokenLogprob> logprobs;  // one per token the text came from (when asked)
+    };
+    // Moves out whatever arrived. Returns true once finished and drained.
+    bool take(Chunk& out);
+    // Called on the producer's thread after each push; must be cheap and thread-safe.
+    void on_ready(std::function<void()> fn) { notify_ = std::move(fn); }
+    void cancel() { cancelled_.store(true); }
+    bool cancelled() const { return cancelled_.load(); }
+
+    Finish finish() const;
+    std::string error() const;
+    size_t prompt_tokens() const { return prompt_.size(); }
+    size_t cached_tokens() const { return cached_.load(); }
+    size_t completion_tokens() const { return generated_.load(); }
+    double ttft_s() const { return ttft_s_.load(); }
+
+private:
+    friend class Scheduler;
+    void push(std::string text, std::optional<TokenLogprob> lp);
+    void end(Finish f, std::string error = {});
+
+    const std::vector<TokenId> prompt_;
+    const GenParams params_;
+    std::function<void()> notify_;
+    std::atomic<bool> cancelled_{false};
+    std::atomic<size_t> cached_{0}, generated_{0};
+    std::atomic<double> ttft_s_{0};
+    std::chrono::steady_clock::time_point submitted_ = std::chrono::steady_clock::now();
+
+    mutable std::mutex mu_;
+    Chunk pending_;
+    Finish finish_ = Finish::None;
+    std::string error_;
+};
+
+struct SchedulerOptions {
+    int n_slots = 4;
+    uint32_t slot_ctx = 4096;  // positions per slot
+    size_t max_queue = 256;    // waiting requests beyond this are refused
+};
+
+// Counters for /metrics, read without locks.
+struct SchedulerStats {
+    std::atomic<uint64_t> prompt_tokens{0}, cached_tokens{0}, prefilled_tokens{0}, generated_tokens{0};
+    std::atomic<uint64_t> steps{0}, finished{0}, cancelled{0};
+    std::atomic<int> active{0}, waiting{0};
+};
+
+class Scheduler {
+public:
+    Scheduler(Engine& engine, const SchedulerOptions& opt);
+    ~Scheduler();  // cancels everything and joins the thread
+
+    // Queues a generation; its prompt must fit a slot with room for one token. Throws
+    // celer::Error (nothing queued) when it cannot or the queue is full.
+    void submit(const std::shared_ptr<Generation>& g);
+    // Cancels every generation, running or waiting (shutdown).
+    void cancel_all();
+
+    const SchedulerStats& stats() const { return stats_; }
+    uint32_t slot_ctx() const { return opt_.slot_ctx; }
+    int n_slots() const { return opt_.n_slots; }
+    size_t kv_bytes_in_use() const;
+    size_t kv_bytes_total() const;
+
+private:
+    struct Slot;
+    void loop();
+    bool admit();  // under mu_
+    void step();
+    void sample(Slot& s, const float* logits);
+    void release(Slot& s, Finish f, std::string error = {});
+
+    Engine& engine_;
+    const SchedulerOptions opt_;
+    std::vector<std::unique_ptr<Slot>> slots_;
+    SchedulerStats stats_;
+    uint64_t clock_ = 0;  // for least-recently-used ties
+
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<std::shared_ptr<Generation>> queue_;
+    bool stop_ = false;
+    std::thread thread_;
+};
+
+}  // namespace celer::server

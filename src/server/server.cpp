@@ -1,0 +1,936 @@
+#include "server/server.h"
+
+#include <array>
+#include <chrono>
+#include <csignal>
+#include <ctime>
+#include <deque>
+#include <map>
+#include <unordered_map>
+
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/beast.hpp>
+#include <boost/beast/websocket.hpp>
+#include <fmt/format.h>
+
+namespace celer::server {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ws = beast::websocket;
+using tcp = net::ip::tcp;
+using net::awaitable;
+using net::use_awaitable;
+using Request = http::request<http::string_body>;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+int64_t unix_now() { return int64_t(std::time(nullptr)); }
+
+// A cumulative histogram in Prometheus' shape.
+class Histogram {
+public:
+    explicit Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1) {}
+    void observe(double v) {
+        std::lock_guard lock(mu_);
+        size_t i = 0;
+        while (i < bounds_.size() && v > bounds_[i]) ++i;
+        ++counts_[i];
+        sum_ += v;
+        ++n_;
+    }
+    void write(std::string& out, const char* name, const char* help) const {
+        std::lock_guard lock(mu_);
+        out += fmt::format("# HELP {} {}\n# TYPE {} histogram\n", name, help, name);
+        uint64_t cum = 0;
+        for (size_t i = 0; i < bounds_.size(); ++i) {
+            cum += counts_[i];
+            out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, bounds_[i], cum);
+        }
+        out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, n_, name, sum_, name, n_);
+    }
+
+private:
+    mutable std::mutex mu_;
+    std::vector<double> bounds_;
+    std::vector<uint64_t> counts_;
+    double sum_ = 0;
+    uint64_t n_ = 0;
+};
+
+// Wakes a coroutine on the network thread when the scheduler's thread produced something.
+// The network thread is the only one touching `ready` and the timer.
+struct Waiter {
+    explicit Waiter(net::any_io_executor ex) : timer(ex) {}
+    net::steady_timer timer;
+    bool ready = false;
+};
+
+void hook(Generation& g, const std::shared_ptr<Waiter>& w) {
+    g.on_ready([w, ex = w->timer.get_executor()] {
+        net::post(ex, [w] {
+            w->ready = true;
+            w->timer.cancel();
+        });
+    });
+}
+
+// Waits for the next output; true once the generation has ended and everything was taken.
+awaitable<bool> next_chunk(Generation& g, Waiter& w, Generation::Chunk& c) {
+    for (;;) {
+        w.ready = false;
+        const bool done = g.take(c);
+        if (done || !c.text.empty() || !c.logprobs.empty()) co_return done;
+        w.timer.expires_at(clock_type::time_point::max());
+        boost::system::error_code ec;
+        co_await w.timer.async_wait(net::redirect_error(use_awaitable, ec));
+    }
+}
+
+// Streams text as content until a tool call may begin; what follows is held for parsing.
+class ToolTextSplitter {
+public:
+    explicit ToolTextSplitter(bool tools) : tools_(tools) {}
+    // Returns the text that may go out as content now.
+    std::string push(const std::string& text) {
+        all_ += text;
+        if (!tools_) return text;
+        if (in_call_) return {};
+        pending_ += text;
+        if (const size_t at = pending_.find(kToolCallOpen); at != std::string::npos) {
+            in_call_ = true;
+            std::string out = pending_.substr(0, at);
+            pending_.clear();
+            return out;
+        }
+        size_t keep = 0;
+        for (size_t n = std::min(pending_.size(), kToolCallOpen.size() - 1); n > 0; --n)
+            if (pending_.compare(pending_.size() - n, n, kToolCallOpen, 0, n) == 0) {
+                keep = n;
+                break;
+            }
+        std::string out = pending_.substr(0, pending_.size() - keep);
+        pending_.erase(0, pending_.size() - keep);
+        return out;
+    }
+    // At the end: the parsed output and the part of its content not yet sent.
+    ParsedOutput finish(std::string& unsent) {
+        if (!tools_) return {all_, {}};
+        ParsedOutput p = parse_tool_calls(all_);
+        if (p.calls.empty()) {
+            unsent = pending_;
+            p.content = all_;
+        } else {
+            unsent.clear();  // the streamed prefix was the content (trimmed in p.content)
+        }
+        return p;
+    }
+    bool in_call() const { return in_call_; }
+
+private:
+    bool tools_;
+    bool in_call_ = false;
+    std::string all_, pending_;
+};
+
+std::string finish_reason(Finish f) { return f == Finish::Length ? "length" : "stop"; }
+
+json usage_chat(const Generation& g) {
+    return {{"prompt_tokens", g.prompt_tokens()},
+            {"completion_tokens", g.completion_tokens()},
+            {"total_tokens", g.prompt_tokens() + g.completion_tokens()},
+            {"prompt_tokens_details", {{"cached_tokens", g.cached_tokens()}}}};
+}
+
+json usage_responses(const Generation& g) {
+    return {{"input_tokens", g.prompt_tokens()},
+            {"input_tokens_details", {{"cached_tokens", g.cached_tokens()}}},
+            {"output_tokens", g.completion_tokens()},
+            {"output_tokens_details", {{"reasoning_tokens", 0}}},
+            {"total_tokens", g.prompt_tokens() + g.completion_tokens()}};
+}
+
+json chat_logprobs(const std::vector<TokenLogprob>& lps) {
+    json content = json::array();
+    for (const auto& l : lps) {
+        json top = json::array();
+        for (const auto& [tok, lp] : l.top) top.push_back({{"token", tok}, {"logprob", lp}, {"bytes", std::vector<uint8_t>(tok.begin(), tok.end())}});
+        content.push_back({{"token", l.token},
+                           {"logprob", l.logprob},
+                           {"bytes", std::vector<uint8_t>(l.token.begin(), l.token.end())},
+                           {"top_logprobs", top}});
+    }
+    return {{"content", content}};
+}
+
+json completion_logprobs(const std::vector<TokenLogprob>& lps, size_t offset0) {
+    json tokens = json::array(), lp = json::array(), top = json::array(), offs = json::array();
+    size_t off = offset0;
+    for (const auto& l : lps) {
+        tokens.push_back(l.token);
+        lp.push_back(l.logprob);
+        json t = json::object();
+        for (const auto& [tok, p] : l.top) t[tok] = p;
+        top.push_back(t);
+        offs.push_back(off);
+        off += l.token.size();
+    }
+    return {{"tokens", tokens}, {"token_logprobs", lp}, {"top_logprobs", top}, {"text_offset", offs}};
+}
+
+}  // namespace
+
+struct Server::Impl {
+    Impl(Scheduler& s, const ModelContext& m, ResponseStore& st, const ServerOptions& o)
+        : sched(s), model(m), store(st), opt(o), acceptor(io), signals(io, SIGINT, SIGTERM) {}
+
+    Scheduler& sched;
+    const ModelContext& model;
+    ResponseStore& store;
+    ServerOptions opt;
+    net::io_context io{1};
+    tcp::acceptor acceptor;
+    net::signal_set signals;
+    bool stopping = false;
+    int connections = 0;
+    // Responses running now, for GET and cancel by id.
+    std::unordered_map<std::string, std::shared_ptr<Generation>> running;
+
+    // Metrics (network thread, except the histograms).
+    std::map<std::pair<std::string, int>, uint64_t> requests;  // (route, status)
+    uint64_t ws_messages = 0, disconnects = 0;
+    Histogram ttft{{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}};
+    Histogram inter_token{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
+    Histogram request_seconds{{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300}};
+
+    // ---- plumbing ----------------------------------------------------------------------------
+
+    void count(const std::string& route, int status) { ++requests[{route, status}]; }
+
+    http::response<http::string_body> make(const Request& req, http::status st, std::string body,
+                                           std::string_view type = "application/json") {
+        http::response<http::string_body> res{st, req.version()};
+        res.set(http::field::server, "celer");
+        res.set(http::field::content_type, type);
+        res.keep_alive(req.keep_alive());
+        res.body() = std::move(body);
+        res.prepare_payload();
+        return res;
+    }
+
+    awaitable<void> send_json(beast::tcp_stream& s, const Request& req, int status, const json& body) {
+        auto res = make(req, http::status(status), dump(body));
+        co_await http::async_write(s, res, use_awaitable);
+    }
+
+    awaitable<void> send_error(beast::tcp_stream& s, const Request& req, const ApiError& e) {
+        co_await send_json(s, req, e.status, error_body(e.what(), e.type, e.param, e.code));
+    }
+
+    bool authorized(const Request& req) const {
+        if (opt.api_key.empty()) return true;
+        const auto h = req[http::field::authorization];
+        return h.size() == opt.api_key.size() + 7 && h.substr(0, 7) == "Bearer " && h.substr(7) == opt.api_key;
+    }
+
+    // SSE over chunked transfer encoding.
+    struct Sse {
+        beast::tcp_stream& s;
+        bool started = false;
+        awaitable<void> start(const Request& req) {
+            http::response<http::empty_body> res{http::status::ok, req.version()};
+            res.set(http::field::server, "celer");
+            res.set(http::field::content_type, "text/event-stream");
+            res.set(http::field::cache_control, "no-cache");
+            res.keep_alive(req.keep_alive());
+            res.chunked(true);
+            http::response_serializer<http::empty_body> sr{res};
+            co_await http::async_write_header(s, sr, use_awaitable);
+            started = true;
+        }
+        awaitable<void> data(const std::string& payload, std::string_view event = {}) {
+            std::string frame;
+            if (!event.empty()) frame = fmt::format("event: {}\n", event);
+            frame += "data: ";
+            frame += payload;
+            frame += "\n\n";
+            co_await net::async_write(s, http::make_chunk(net::buffer(frame)), use_awaitable);
+        }
+        awaitable<void> end() { co_await net::async_write(s, http::make_chunk_last(), use_awaitable); }
+    };
+
+    std::shared_ptr<Generation> start(std::vector<TokenId> prompt, GenParams params, const std::shared_ptr<Waiter>& w) {
+        auto g = std::make_shared<Generation>(std::move(prompt), std::move(params));
+        hook(*g, w);
+        try {
+            sched.submit(g);
+        } catch (const Error& e) {
+            throw ApiError(400, e.what(), "messages");
+        }
+        return g;
+    }
+
+    // Runs a generation to its end, handing each piece of output to `on_chunk`; a failure while
+    // sending (the client went away) cancels it. Records the latency histograms.
+    template <typename F>
+    awaitable<void> drive(Generation& g, Waiter& w, F on_chunk) {
+        auto last = clock_type::now();
+        bool first = true;
+        try {
+            for (;;) {
+                Generation::Chunk c;
+                const bool done = co_await next_chunk(g, w, c);
+                const auto now = clock_type::now();
+                if (!c.text.empty() || !c.logprobs.empty()) {
+                    if (first) ttft.observe(g.ttft_s());
+                    else inter_token.observe(std::chrono::duration<double>(now - last).count());
+                    first = false;
+                    last = now;
+                }
+                co_await on_chunk(c, done);
+                if (done) break;
+            }
+        } catch (...) {
+            g.cancel();
+            ++disconnects;
+            throw;
+        }
+    }
+
+    // ---- routes ------------------------------------------------------------------------------
+
+    awaitable<void> health(beast::tcp_stream& s, const Request& req) {
+        const json ok = {{"status", "ok"}};
+        co_await send_json(s, req, 200, ok);
+    }
+
+    awaitable<void> models(beast::tcp_stream& s, const Request& req) {
+        json m = {{"id", model.id()}, {"object", "model"}, {"created", unix_now()}, {"owned_by", "celer"}};
+        { const json j1_ = json{{"object", "list"}, {"data", json::array({m})}}; co_await send_json(s, req, 200, j1_); }
+    }
+
+    awaitable<void> metrics(beast::tcp_stream& s, const Request& req) {
+        const SchedulerStats& st = sched.stats();
+        std::string out;
+        out += "# HELP celer_requests_total HTTP requests by route and status.\n# TYPE celer_requests_total counter\n";
+        for (const auto& [k, v] : requests) out += fmt::format("celer_requests_total{{route=\"{}\",status=\"{}\"}} {}\n", k.first, k.second, v);
+        const auto counter = [&](const char* name, const char* help, uint64_t v) {
+            out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help, name, name, v);
+        };
+        const auto gauge = [&](const char* name, const char* help, double v) {
+            out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n{} {}\n", name, help, name, name, v);
+        };
+        counter("celer_prompt_tokens_total", "Prompt tokens of admitted requests.", st.prompt_tokens.load());
+        counter("celer_cached_tokens_total", "Prompt tokens found in a slot's cache (not prefilled).", st.cached_tokens.load());
+        counter("celer_prefilled_tokens_total", "Prompt tokens run through the model.", st.prefilled_tokens.load());
+        counter("celer_generated_tokens_total", "Tokens generated.", st.generated_tokens.load());
+        counter("celer_steps_total", "Batched forward steps.", st.steps.load());
+        counter("celer_generations_finished_total", "Generations that ended, for any reason.", st.finished.load());
+        counter("celer_generations_cancelled_total", "Generations cancelled (client gone, cancel, shutdown).", st.cancelled.load());
+        counter("celer_disconnects_total", "Streams whose client went away mid-generation.", disconnects);
+        counter("celer_websocket_messages_total", "WebSocket messages received.", ws_messages);
+        gauge("celer_generations_running", "Generations in a slot now.", double(st.active.load()));
+        gauge("celer_generations_waiting", "Generations queued for a slot.", double(st.waiting.load()));
+        gauge("celer_connections", "Open connections.", connections);
+        gauge("celer_kv_bytes_used", "KV cache bytes holding tokens.", double(sched.kv_bytes_in_use()));
+        gauge("celer_kv_bytes_total", "KV cache bytes allocated.", double(sched.kv_bytes_total()));
+        ttft.write(out, "celer_time_to_first_token_seconds", "Time from request to first token.");
+        inter_token.write(out, "celer_inter_token_seconds", "Time between streamed tokens.");
+        request_seconds.write(out, "celer_request_seconds", "Time from request to its last byte.");
+        auto res = make(req, http::status::ok, std::move(out), "text/plain; version=0.0.4");
+        co_await http::async_write(s, res, use_awaitable);
+    }
+
+    awaitable<void> chat(beast::tcp_stream& s, const Request& req) {
+        const json body = parse_body(req.body());
+        ChatRequest cr = parse_chat(body, model, opt.limits);
+        auto w = std::make_shared<Waiter>(s.get_executor());
+        auto g = start(std::move(cr.prompt), std::move(cr.params), w);
+        const std::string id = random_id("chatcmpl-");
+        const int64_t created = unix_now();
+        ToolTextSplitter split(cr.tools);
+        const auto chunk = [&](json delta, json finish, json logprobs) {
+            return json{{"id", id},
+                        {"object", "chat.completion.chunk"},
+                        {"created", created},
+                        {"model", model.id()},
+                        {"system_fingerprint", "celer"},
+                        {"choices", json::array({{{"index", 0}, {"delta", std::move(delta)}, {"logprobs", logprobs}, {"finish_reason", finish}}})}};
+        };
+        const auto tool_calls_json = [](const std::vector<ToolCall>& calls, bool stream) {
+            json a = json::array();
+            for (size_t i = 0; i < calls.size(); ++i) {
+                json c = {{"id", random_id("call_")}, {"type", "function"}, {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};
+                if (stream) c["index"] = i;
+                a.push_back(std::move(c));
+            }
+            return a;
+        };
+        if (cr.stream) {
+            Sse sse{s};
+            co_await sse.start(req);
+            { const json j2_ = json{{"role", "assistant"}, {"content", ""}}; co_await sse.data(dump(chunk(j2_, nullptr, nullptr))); }
+            co_await drive(*g, *w, [&](Generation::Chunk& c, bool done) -> awaitable<void> {
+                const std::string text = split.push(c.text);
+                if (!text.empty() || !c.logprobs.empty())
+                    { const json j3_ = json{{"content", text}}; co_await sse.data(dump(chunk(j3_, nullptr, c.logprobs.empty() ? json(nullptr) : chat_logprobs(c.logprobs)))); }
+                if (!done) co_return;
+                if (g->finish() == Finish::Error) {
+                    co_await sse.data(dump(error_body(g->error(), "server_error")));
+                } else {
+                    std::string unsent;
+                    const ParsedOutput p = split.finish(unsent);
+                    if (!unsent.empty()) { const json j4_ = json{{"content", unsent}}; co_await sse.data(dump(chunk(j4_, nullptr, nullptr))); }
+                    std::string reason = finish_reason(g->finish());
+                    if (!p.calls.empty()) {
+                        { const json j5_ = json{{"tool_calls", tool_calls_json(p.calls, true)}}; co_await sse.data(dump(chunk(j5_, nullptr, nullptr))); }
+                        reason = "tool_calls";
+                    }
+                    co_await sse.data(dump(chunk(json::object(), reason, nullptr)));
+                    if (cr.include_usage) {
+                        json u = chunk(json::object(), nullptr, nullptr);
+                        u["choices"] = json::array();
+                        u["usage"] = usage_chat(*g);
+                        co_await sse.data(dump(u));
+                    }
+                }
+                co_await sse.data("[DONE]");
+                co_await sse.end();
+            });
+            co_return;
+        }
+        std::vector<TokenLogprob> lps;
+        co_await drive(*g, *w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
+            split.push(c.text);
+            for (auto& l : c.logprobs) lps.push_back(std::move(l));
+            co_return;
+        });
+        if (g->finish() == Finish::Error) throw ApiError(500, g->error(), {}, "server_error");
+        std::string unsent;
+        const ParsedOutput p = split.finish(unsent);
+        json msg = {{"role", "assistant"}, {"content", p.calls.empty() || !p.content.empty() ? json(p.content) : json(nullptr)}};
+        if (!p.calls.empty()) msg["tool_calls"] = tool_calls_json(p.calls, false);
+        json choice = {{"index", 0},
+                       {"message", msg},
+                       {"logprobs", cr.params.logprobs >= 0 ? chat_logprobs(lps) : json(nullptr)},
+                       {"finish_reason", p.calls.empty() ? finish_reason(g->finish()) : "tool_calls"}};
+        { const json j6_ = json{{"id", id},
+                            {"object", "chat.completion"},
+                            {"created", created},
+                            {"model", model.id()},
+                            {"system_fingerprint", "celer"},
+                            {"choices", json::array({choice})},
+                            {"usage", usage_chat(*g)}}; co_await send_json(s, req, 200, j6_); }
+    }
+
+    awaitable<void> completions(beast::tcp_stream& s, const Request& req) {
+        const json body = parse_body(req.body());
+        CompletionRequest cr = parse_completion(body, model, opt.limits);
+        auto w = std::make_shared<Waiter>(s.get_executor());
+        const bool want_lp = cr.params.logprobs >= 0;
+        auto g = start(std::move(cr.prompt), std::move(cr.params), w);
+        const std::string id = random_id("cmpl-");
+        const int64_t created = unix_now();
+        const auto chunk = [&](std::string text, json finish, json logprobs) {
+            return json{{"id", id},
+                        {"object", "text_completion"},
+                        {"created", created},
+                        {"model", model.id()},
+                        {"choices", json::array({{{"text", std::move(text)}, {"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish}}})}};
+        };
+        if (cr.stream) {
+            Sse sse{s};
+            co_await sse.start(req);
+            size_t offset = cr.echo ? cr.prompt_text.size() : 0;
+            if (cr.echo) co_await sse.data(dump(chunk(cr.prompt_text, nullptr, nullptr)));
+            co_await drive(*g, *w, [&](Generation::Chunk& c, bool done) -> awaitable<void> {
+                if (!c.text.empty() || !c.logprobs.empty()) {
+                    co_await sse.data(dump(chunk(c.text, nullptr, want_lp ? completion_logprobs(c.logprobs, offset) : json(nullptr))));
+                    offset += c.text.size();
+                }
+                if (!done) co_return;
+                if (g->finish() == Finish::Error) {
+                    co_await sse.data(dump(error_body(g->error(), "server_error")));
+                } else {
+                    co_await sse.data(dump(chunk("", finish_reason(g->finish()), nullptr)));
+                    if (cr.include_usage) {
+                        json u = chunk("", nullptr, nullptr);
+                        u["choices"] = json::array();
+                        u["usage"] = usage_chat(*g);
+                        co_await sse.data(dump(u));
+                    }
+                }
+                co_await sse.data("[DONE]");
+                co_await sse.end();
+            });
+            co_return;
+        }
+        std::string text = cr.echo ? cr.prompt_text : std::string();
+        const size_t offset0 = text.size();
+        std::vector<TokenLogprob> lps;
+        co_await drive(*g, *w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
+            text += c.text;
+            for (auto& l : c.logprobs) lps.push_back(std::move(l));
+            co_return;
+        });
+        if (g->finish() == Finish::Error) throw ApiError(500, g->error(), {}, "server_error");
+        json out = chunk(std::move(text), finish_reason(g->finish()), want_lp ? completion_logprobs(lps, offset0) : json(nullptr));
+        out["usage"] = usage_chat(*g);
+        co_await send_json(s, req, 200, out);
+    }
+
+    // ---- Responses ---------------------------------------------------------------------------
+
+    // Responses one WebSocket connection made with store=false: its later turns may continue
+    // from them; nothing reaches the disk.
+    struct LocalResponses {
+        std::deque<std::pair<std::string, json>> items;  // (id, context)
+        void put(const std::string& id, json context) {
+            items.emplace_back(id, std::move(context));
+            if (items.size() > 16) items.pop_front();
+        }
+        const json* get(const std::string& id) const {
+            for (const auto& [k, v] : items)
+                if (k == id) return &v;
+            return nullptr;
+        }
+    };
+
+    struct ResponseJob {
+        std::string id;
+        json response;  // the object, updated as it runs
+        json context;   // every item through this turn's input
+        bool store = true;
+        bool tools = false;
+        std::vector<TokenId> prompt;
+        GenParams params;
+    };
+
+    ResponseJob prepare_response(const json& body, const LocalResponses* local) {
+        ResponseJob job;
+        const json* input = body.contains("input") && !body["input"].is_null() ? &body["input"] : nullptr;
+        if (!input) throw ApiError(400, "'input' is required", "input");
+        std::string instructions;
+        if (body.contains("instructions") && !body["instructions"].is_null()) {
+            if (!body["instructions"].is_string()) throw ApiError(400, "'instructions' must be a string", "instructions");
+            instructions = body["instructions"].get<std::string>();
+        }
+        json context = json::array();
+        std::string prev;
+        if (body.contains("previous_response_id") && !body["previous_response_id"].is_null()) {
+            if (!body["previous_response_id"].is_string()) throw ApiError(400, "'previous_response_id' must be a string", "previous_response_id");
+            prev = body["previous_response_id"].get<std::string>();
+            if (const json* c = local ? local->get(prev) : nullptr) {
+                context = *c;
+            } else if (auto rec = store.get(prev)) {
+                context = json::parse(rec->context);
+            } else {
+                throw ApiError(404, fmt::format("Previous response with id '{}' not found.", prev), "previous_response_id",
+                               "invalid_request_error", "previous_response_not_found");
+            }
+        }
+        for (auto& it : input_items(*input)) context.push_back(it);
+        const json messages = items_to_messages(context, instructions);
+        json tools = responses_tools_to_chat(body.contains("tools") ? body["tools"] : json(nullptr));
+        if (body.contains("tool_choice") && body["tool_choice"].is_string() && body["tool_choice"] == "none") tools = json::array();
+        job.tools = !tools.empty();
+        job.prompt = model.chat_prompt(messages, tools);
+        job.params = gen_params(body, opt.limits, "max_output_tokens");
+        if (body.contains("store") && !body["store"].is_null()) {
+            if (!body["store"].is_boolean()) throw ApiError(400, "'store' must be a boolean", "store");
+            job.store = body["store"].get<bool>();
+        }
+        job.id = random_id("resp_");
+        job.context = std::move(context);
+        json r;
+        r["id"] = job.id;
+        r["object"] = "response";
+        r["created_at"] = unix_now();
+        r["status"] = "in_progress";
+        r["error"] = nullptr;
+        r["incomplete_details"] = nullptr;
+        r["instructions"] = instructions.empty() ? json(nullptr) : json(instructions);
+        r["max_output_tokens"] = body.value("max_output_tokens", json(nullptr));
+        r["model"] = model.id();
+        r["output"] = json::array();
+        r["parallel_tool_calls"] = body.value("parallel_tool_calls", json(true));
+        r["previous_response_id"] = prev.empty() ? json(nullptr) : json(prev);
+        r["store"] = job.store;
+        r["temperature"] = job.params.sampler.temperature;
+        r["text"] = body.value("text", json{{"format", {{"type", "text"}}}});
+        r["tool_choice"] = body.value("tool_choice", json("auto"));
+        r["tools"] = body.value("tools", json::array());
+        r["top_p"] = job.params.sampler.top_p;
+        r["truncation"] = "disabled";
+        r["usage"] = nullptr;
+        r["metadata"] = body.value("metadata", json::object());
+        job.response = std::move(r);
+        return job;
+    }
+
+    // Runs a response, sending its events through `emit` (SSE or WebSocket). The final object
+    // is in job.response when it returns.
+    template <typename Emit>
+    awaitable<void> run_response(ResponseJob& job, net::any_io_executor ex, LocalResponses* local, Emit emit) {
+        auto w = std::make_shared<Waiter>(ex);
+        auto g = start(std::move(job.prompt), std::move(job.params), w);
+        running[job.id] = g;
+        struct Erase {
+            Impl* self;
+            std::string id;
+            ~Erase() { self->running.erase(id); }
+        } erase{this, job.id};
+
+        int seq = 0;
+        const auto event = [&](const char* type, json fields) -> awaitable<void> {
+            json e = {{"type", type}};
+            for (auto& [k, v] : fields.items()) e[k] = std::move(v);
+            e["sequence_number"] = seq++;
+            co_await emit(std::string(type), e);
+        };
+        { const json j7_ = json{{"response", job.response}}; co_await event("response.created", j7_); }
+        { const json j8_ = json{{"response", job.response}}; co_await event("response.in_progress", j8_); }
+
+        ToolTextSplitter split(job.tools);
+        const std::string msg_id = random_id("msg_");
+        bool msg_open = false;
+        std::string text;
+        const auto open_message = [&]() -> awaitable<void> {
+            if (msg_open) co_return;
+            msg_open = true;
+            { const json j9_ = json{{"output_index", 0},
+                            {"item", {{"id", msg_id}, {"type", "message"}, {"status", "in_progress"}, {"role", "assistant"}, {"content", json::array()}}}}; co_await event("response.output_item.added", j9_); }
+            { const json j10_ = json{{"item_id", msg_id}, {"output_index", 0}, {"content_index", 0}, {"part", {{"type", "output_text"}, {"text", ""}, {"annotations", json::array()}}}}; co_await event("response.content_part.added", j10_); }
+        };
+        const auto delta = [&](const std::string& d) -> awaitable<void> {
+            if (d.empty()) co_return;
+            co_await open_message();
+            text += d;
+            { const json j11_ = json{{"item_id", msg_id}, {"output_index", 0}, {"content_index", 0}, {"delta", d}, {"logprobs", json::array()}}; co_await event("response.output_text.delta", j11_); }
+        };
+        co_await drive(*g, *w, [&](Generation::Chunk& c, bool) -> awaitable<void> { co_await delta(split.push(c.text)); });
+
+        const Finish fin = g->finish();
+        json& r = job.response;
+        json output = json::array();
+        if (fin == Finish::Error) {
+            r["status"] = "failed";
+            r["error"] = {{"code", "server_error"}, {"message", g->error()}};
+        } else {
+            std::string unsent;
+            const ParsedOutput p = split.finish(unsent);
+            co_await delta(unsent);
+            if (msg_open) {
+                const json part = {{"type", "output_text"}, {"text", text}, {"annotations", json::array()}};
+                const json item = {{"id", msg_id}, {"type", "message"}, {"status", "completed"}, {"role", "assistant"}, {"content", json::array({part})}};
+                { const json j12_ = json{{"item_id", msg_id}, {"output_index", 0}, {"content_index", 0}, {"text", text}, {"logprobs", json::array()}}; co_await event("response.output_text.done", j12_); }
+                { const json j13_ = json{{"item_id", msg_id}, {"output_index", 0}, {"content_index", 0}, {"part", part}}; co_await event("response.content_part.done", j13_); }
+                { const json j14_ = json{{"output_index", 0}, {"item", item}}; co_await event("response.output_item.done", j14_); }
+                output.push_back(item);
+            }
+            for (const ToolCall& tc : p.calls) {
+                const int index = int(output.size());
+                json item = {{"id", random_id("fc_")}, {"type", "function_call"}, {"status", "in_progress"}, {"arguments", ""},
+                             {"call_id", random_id("call_")}, {"name", tc.name}};
+                { const json j15_ = json{{"output_index", index}, {"item", item}}; co_await event("response.output_item.added", j15_); }
+                { const json j16_ = json{{"item_id", item["id"]}, {"output_index", index}, {"delta", tc.arguments}}; co_await event("response.function_call_arguments.delta", j16_); }
+                { const json j17_ = json{{"item_id", item["id"]}, {"output_index", index}, {"name", tc.name}, {"arguments", tc.arguments}}; co_await event("response.function_call_arguments.done", j17_); }
+                item["status"] = "completed";
+                item["arguments"] = tc.arguments;
+                { const json j18_ = json{{"output_index", index}, {"item", item}}; co_await event("response.output_item.done", j18_); }
+                output.push_back(std::move(item));
+            }
+            if (fin == Finish::Length) {
+                r["status"] = "incomplete";
+                r["incomplete_details"] = {{"reason", "max_output_tokens"}};
+            } else if (fin == Finish::Cancelled) {
+                r["status"] = "cancelled";
+            } else {
+                r["status"] = "completed";
+            }
+        }
+        r["output"] = output;
+        r["usage"] = usage_responses(*g);
+        json context = std::move(job.context);
+        for (const auto& it : output) context.push_back(it);
+        if (local) local->put(job.id, context);
+        if (job.store) {
+            try {
+                store.put(job.id, {dump(r), dump(context)});
+            } catch (const Error& e) {
+                fmt::print(stderr, "serve: {}\n", e.what());
+            }
+        }
+        const char* last = r["status"] == "failed" ? "response.failed" : r["status"] == "incomplete" ? "response.incomplete" : "response.completed";
+        { const json j19_ = json{{"response", r}}; co_await event(last, j19_); }
+    }
+
+    awaitable<void> responses(beast::tcp_stream& s, const Request& req) {
+        const json body = parse_body(req.body());
+        ResponseJob job = prepare_response(body, nullptr);
+        bool stream = false;
+        if (body.contains("stream") && !body["stream"].is_null()) {
+            if (!body["stream"].is_boolean()) throw ApiError(400, "'stream' must be a boolean", "stream");
+            stream = body["stream"].get<bool>();
+        }
+        if (stream) {
+            Sse sse{s};
+            co_await sse.start(req);
+            co_await run_response(job, s.get_executor(), nullptr,
+                                  [&](const std::string& type, const json& e) -> awaitable<void> { co_await sse.data(dump(e), type); });
+            co_await sse.end();
+            co_return;
+        }
+        co_await run_response(job, s.get_executor(), nullptr, [](const std::string&, const json&) -> awaitable<void> { co_return; });
+        co_await send_json(s, req, 200, job.response);
+    }
+
+    awaitable<void> response_by_id(beast::tcp_stream& s, const Request& req, std::string id, bool cancel) {
+        if (auto it = running.find(id); it != running.end()) {
+            if (cancel) it->second->cancel();
+            { const json j20_ = json{{"id", id}, {"object", "response"}, {"status", cancel ? "cancelled" : "in_progress"}}; co_await send_json(s, req, 200, j20_); }
+            co_return;
+        }
+        if (req.method() == http::verb::delete_) {
+            if (!store.erase(id)) throw ApiError(404, fmt::format("No response found with id '{}'.", id), "response_id");
+            { const json j21_ = json{{"id", id}, {"object", "response"}, {"deleted", true}}; co_await send_json(s, req, 200, j21_); }
+            co_return;
+        }
+        auto rec = store.get(id);
+        if (!rec) throw ApiError(404, fmt::format("No response found with id '{}'.", id), "response_id");
+        if (cancel) throw ApiError(400, fmt::format("Response '{}' has already finished and cannot be cancelled.", id), "response_id");
+        co_await send_json(s, req, 200, json::parse(rec->response));
+    }
+
+    // WebSocket mode: each text message is a `response.create` (the fields of POST
+    // /v1/responses); the events come back as text messages, one response at a time.
+    awaitable<void> websocket(beast::tcp_stream stream, Request req) {
+        ws::stream<beast::tcp_stream> sock(std::move(stream));
+        sock.set_option(ws::stream_base::timeout::suggested(beast::role_type::server));
+        sock.read_message_max(opt.max_body);
+        sock.set_option(ws::stream_base::decorator([](ws::response_type& res) { res.set(http::field::server, "celer"); }));
+        co_await sock.async_accept(req, use_awaitable);
+        sock.text(true);
+        LocalResponses local;
+        for (;;) {
+            beast::flat_buffer buf;
+            boost::system::error_code ec;
+            co_await sock.async_read(buf, net::redirect_error(use_awaitable, ec));
+            if (ec) co_return;  // closed or broken: nothing is running
+            ++ws_messages;
+            const auto send = [&](const json& e) -> awaitable<void> {
+                const std::string text = dump(e);
+                co_await sock.async_write(net::buffer(text), use_awaitable);
+            };
+            int status = 200;
+            std::optional<ApiError> err;
+            try {
+                json body = parse_body(beast::buffers_to_string(buf.data()));
+                const std::string type = body.value("type", std::string());
+                if (type != "response.create") throw ApiError(400, fmt::format("unsupported event type '{}'", type), "type");
+                body.erase("type");
+                if (body.contains("response") && body["response"].is_object()) body = body["response"];  // the beta envelope
+                ResponseJob job = prepare_response(body, &local);
+                co_await run_response(job, sock.get_executor(), &local,
+                                      [&](const std::string&, const json& e) -> awaitable<void> { co_await send(e); });
+            } catch (const ApiError& e) {
+                err = e;
+            } catch (const Error& e) {
+                err = ApiError(400, e.what());
+            }
+            if (err) {
+                status = err->status;
+                const json ev = {{"type", "error"}, {"code", err->code.empty() ? json(nullptr) : json(err->code)}, {"message", err->what()},
+                                 {"param", err->param.empty() ? json(nullptr) : json(err->param)}, {"sequence_number", 0},
+                                 {"status", err->status}, {"error", error_body(err->what(), err->type, err->param, err->code)["error"]}};
+                const std::string text = dump(ev);
+                co_await sock.async_write(net::buffer(text), net::redirect_error(use_awaitable, ec));
+                if (ec) co_return;
+            }
+            count("ws /v1/responses", status);
+        }
+    }
+
+    // ---- connections -------------------------------------------------------------------------
+
+    awaitable<void> dispatch(beast::tcp_stream& s, const Request& req, std::string& route) {
+        std::string_view target = req.target();
+        if (const size_t q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+        std::string path(target);
+        if (path.starts_with("/v1/")) path.erase(0, 3);  // "/v1/chat/completions" and "/chat/completions" alike
+        const auto method = req.method();
+        route = path;
+        if (path == "/health" && method == http::verb::get) co_return co_await health(s, req);
+        if (!authorized(req)) throw ApiError(401, "Incorrect API key provided.", {}, "invalid_request_error", "invalid_api_key");
+        if (path == "/models" && method == http::verb::get) co_return co_await models(s, req);
+        if (path == "/metrics" && method == http::verb::get) co_return co_await metrics(s, req);
+        if (path == "/chat/completions" && method == http::verb::post) co_return co_await chat(s, req);
+        if (path == "/completions" && method == http::verb::post) co_return co_await completions(s, req);
+        if (path == "/responses" && method == http::verb::post) co_return co_await responses(s, req);
+        if (path.starts_with("/responses/")) {
+            std::string id = path.substr(11);
+            bool cancel = false;
+            if (id.ends_with("/cancel")) {
+                id.resize(id.size() - 7);
+                cancel = true;
+            }
+            route = cancel ? "/responses/{id}/cancel" : "/responses/{id}";
+            if (!id.empty() && id.find('/') == std::string::npos &&
+                ((cancel && method == http::verb::post) || (!cancel && (method == http::verb::get || method == http::verb::delete_))))
+                co_return co_await response_by_id(s, req, id, cancel);
+        }
+        route = "other";
+        throw ApiError(404, fmt::format("Unknown request URL: {} {}", std::string(req.method_string()), std::string(req.target())), {},
+                       "invalid_request_error", "unknown_url");
+    }
+
+    awaitable<void> connection(tcp::socket sock) {
+        ++connections;
+        struct Count {
+            int& n;
+            ~Count() { --n; }
+        } count_guard{connections};
+        beast::tcp_stream s(std::move(sock));
+        beast::flat_buffer buf;
+        try {
+            for (;;) {
+                http::request_parser<http::string_body> parser;
+                parser.header_limit(uint32_t(opt.max_header));
+                parser.body_limit(opt.max_body);
+                s.expires_after(std::chrono::seconds(opt.idle_timeout_s));
+                boost::system::error_code ec;
+                co_await http::async_read(s, buf, parser, net::redirect_error(use_awaitable, ec));
+                if (ec == http::error::end_of_stream || ec == net::error::eof || ec == beast::error::timeout || ec == net::error::connection_reset) co_return;
+                if (ec) {
+                    const bool body = ec == http::error::body_limit, header = ec == http::error::header_limit;
+                    const int st = body ? 413 : header ? 431 : 400;
+                    const std::string msg = body     ? fmt::format("the request body exceeds {} bytes", opt.max_body)
+                                            : header ? fmt::format("the request header exceeds {} bytes", opt.max_header)
+                                                     : fmt::format("malformed HTTP request: {}", ec.message());
+                    http::response<http::string_body> res{http::status(st), 11};
+                    res.set(http::field::content_type, "application/json");
+                    res.keep_alive(false);
+                    res.body() = dump(error_body(msg, "invalid_request_error"));
+                    res.prepare_payload();
+                    count("bad request", st);
+                    co_await http::async_write(s, res, net::redirect_error(use_awaitable, ec));
+                    s.socket().shutdown(tcp::socket::shutdown_both, ec);
+                    co_return;
+                }
+                Request req = parser.release();
+                s.expires_never();
+                if (ws::is_upgrade(req)) {
+                    std::string_view t = req.target();
+                    t = t.substr(0, t.find('?'));
+                    if ((t == "/v1/responses" || t == "/responses") && authorized(req)) {
+                        count("ws upgrade", 101);
+                        co_await websocket(std::move(s), std::move(req));
+                        co_return;
+                    }
+                    const int st = authorized(req) ? 404 : 401;
+                    co_await send_json(s, req, st, error_body(st == 401 ? "Incorrect API key provided." : "WebSocket is served on /v1/responses only",
+                                                              "invalid_request_error"));
+                    co_return;
+                }
+                const auto t0 = clock_type::now();
+                std::string route;
+                int status = 200;
+                std::optional<ApiError> err;
+                try {
+                    co_await dispatch(s, req, route);
+                } catch (const ApiError& e) {
+                    err = e;
+                } catch (const Error& e) {
+                    err = ApiError(400, e.what());
+                }
+                if (err) {
+                    status = err->status;
+                    co_await send_error(s, req, *err);
+                }
+                count(route, status);
+                request_seconds.observe(std::chrono::duration<double>(clock_type::now() - t0).count());
+                if (!req.keep_alive() || stopping) break;
+            }
+            boost::system::error_code ec;
+            s.socket().shutdown(tcp::socket::shutdown_send, ec);
+        } catch (const std::exception&) {
+            // The peer went away or the socket broke mid-write: the generation was cancelled in
+            // drive(); nothing else to do.
+        }
+    }
+
+    awaitable<void> accept_loop() {
+        for (;;) {
+            boost::system::error_code ec;
+            tcp::socket sock = co_await acceptor.async_accept(net::redirect_error(use_awaitable, ec));
+            if (ec) {
+                if (stopping || ec == net::error::operation_aborted) co_return;
+                continue;  // EMFILE and friends: keep serving the connections we have
+            }
+            if (connections >= opt.max_connections) {
+                // Refuse with a proper response rather than silence.
+                std::string res = fmt::format("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                                              "Content-Length: {}\r\n\r\n{}",
+                                              0, "");
+                const std::string body = dump(error_body(fmt::format("too many connections (limit {})", opt.max_connections), "server_error"));
+                res = fmt::format("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                                  "Content-Length: {}\r\n\r\n{}",
+                                  body.size(), body);
+                net::write(sock, net::buffer(res), ec);
+                sock.close(ec);
+                continue;
+            }
+            net::co_spawn(io, connection(std::move(sock)), net::detached);
+        }
+    }
+
+    void begin_stop() {
+        if (stopping) return;
+        stopping = true;
+        boost::system::error_code ec;
+        acceptor.close(ec);
+        signals.cancel(ec);
+        sched.cancel_all();
+        for (auto& [id, g] : running) g->cancel();
+        // Give streams a moment to send their final events, then end whatever is left.
+        auto t = std::make_shared<net::steady_timer>(io, std::chrono::seconds(3));
+        t->async_wait([this, t](const boost::system::error_code&) { io.stop(); });
+    }
+};
+
+Server::Server(Scheduler& scheduler, const ModelContext& model, ResponseStore& store, const ServerOptions& opt)
+    : impl_(std::make_unique<Impl>(scheduler, model, store, opt)) {}
+
+Server::~Server() = default;
+
+uint16_t Server::listen() {
+    Impl& m = *impl_;
+    boost::system::error_code ec;
+    const auto addr = net::ip::make_address(m.opt.host, ec);
+    if (ec) throw Error(fmt::format("--host {}: not an IP address", m.opt.host));
+    const tcp::endpoint ep(addr, m.opt.port);
+    m.acceptor.open(ep.protocol(), ec);
+    if (!ec) m.acceptor.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) m.acceptor.bind(ep, ec);
+    if (!ec) m.acceptor.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) throw Error(fmt::format("cannot listen on {}:{}: {}", m.opt.host, m.opt.port, ec.message()));
+    return m.acceptor.local_endpoint().port();
+}
+
+void Server::run() {
+    Impl& m = *impl_;
+    m.signals.async_wait([&m](const boost::system::error_code& ec, int) {
+        if (!ec) m.begin_stop();
+    });
+    net::co_spawn(m.io, m.accept_loop(), net::detached);
+    m.io.run();
+}
+
+void Server::stop() {
+    net::post(impl_->io, [m = impl_.get()] { m->begin_stop(); });
+}
+
+}  // namespace celer::server
