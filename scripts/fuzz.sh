@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) and fuzzes, N seconds each (default
 # 300): the GGUF reader and model loader, from small valid and malformed models; the chat
-# template interpreter, from the real templates in ../shared/templates.
+# template interpreter, from the real templates in ../shared/templates; the server's HTTP and
+# OpenAI request parsers, from sample requests (fuzz/requests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-300}
 bash scripts/setup.sh
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCELER_FUZZ=ON -DCELER_TESTS=OFF -DCELER_SANITIZE=ON >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target gguf_fuzz jinja_fuzz celer
+  -DCELER_FUZZ=ON -DCELER_TESTS=OFF -DCELER_SANITIZE=ON -DCELER_SERVER=OFF >/dev/null
+cmake --build build-fuzz -j "$(nproc)" --target gguf_fuzz jinja_fuzz request_fuzz celer
 corpus=build-fuzz/corpus
 mkdir -p "$corpus"
 if [ ! -f "$corpus/micro-llama-q8_0.gguf" ]; then
@@ -35,3 +36,6 @@ run_fuzzer() {  # run_fuzzer NAME CORPUS [EXTRA FLAGS]
 }
 run_fuzzer gguf_fuzz "$corpus"
 run_fuzzer jinja_fuzz build-fuzz/jinja-corpus -max_len=4096
+mkdir -p build-fuzz/request-corpus
+cp -n fuzz/requests/* build-fuzz/request-corpus/
+run_fuzzer request_fuzz build-fuzz/request-corpus -max_len=8192

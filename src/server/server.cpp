@@ -504,6 +504,7 @@ struct Server::Impl {
         json response;  // the object, updated as it runs
         json context;   // every item through this turn's input
         bool store = true;
+        bool stream = false;
         bool tools = false;
         std::vector<TokenId> prompt;
         GenParams params;
@@ -511,38 +512,31 @@ struct Server::Impl {
 
     ResponseJob prepare_response(const json& body, const LocalResponses* local) {
         ResponseJob job;
-        const json* input = body.contains("input") && !body["input"].is_null() ? &body["input"] : nullptr;
-        if (!input) throw ApiError(400, "'input' is required", "input");
-        std::string instructions;
-        if (body.contains("instructions") && !body["instructions"].is_null()) {
-            if (!body["instructions"].is_string()) throw ApiError(400, "'instructions' must be a string", "instructions");
-            instructions = body["instructions"].get<std::string>();
-        }
+        ResponsesRequest rr = parse_responses(body, opt.limits);
         json context = json::array();
-        std::string prev;
-        if (body.contains("previous_response_id") && !body["previous_response_id"].is_null()) {
-            if (!body["previous_response_id"].is_string()) throw ApiError(400, "'previous_response_id' must be a string", "previous_response_id");
-            prev = body["previous_response_id"].get<std::string>();
+        const std::string& prev = rr.previous_response_id;
+        if (!prev.empty()) {
             if (const json* c = local ? local->get(prev) : nullptr) {
                 context = *c;
             } else if (auto rec = store.get(prev)) {
-                context = json::parse(rec->context);
+                try {
+                    context = json::parse(rec->context);
+                } catch (const json::exception&) {
+                    throw ApiError(500, fmt::format("stored response '{}' is damaged", prev), "previous_response_id", "server_error");
+                }
             } else {
                 throw ApiError(404, fmt::format("Previous response with id '{}' not found.", prev), "previous_response_id",
                                "invalid_request_error", "previous_response_not_found");
             }
         }
-        for (auto& it : input_items(*input)) context.push_back(it);
+        for (auto& it : rr.input) context.push_back(it);
+        const std::string& instructions = rr.instructions;
         const json messages = items_to_messages(context, instructions);
-        json tools = responses_tools_to_chat(body.contains("tools") ? body["tools"] : json(nullptr));
-        if (body.contains("tool_choice") && body["tool_choice"].is_string() && body["tool_choice"] == "none") tools = json::array();
-        job.tools = !tools.empty();
-        job.prompt = model.chat_prompt(messages, tools);
-        job.params = gen_params(body, opt.limits, "max_output_tokens");
-        if (body.contains("store") && !body["store"].is_null()) {
-            if (!body["store"].is_boolean()) throw ApiError(400, "'store' must be a boolean", "store");
-            job.store = body["store"].get<bool>();
-        }
+        job.tools = !rr.tools.empty();
+        job.prompt = model.chat_prompt(messages, rr.tools);
+        job.params = std::move(rr.params);
+        job.store = rr.store;
+        job.stream = rr.stream;
         job.id = random_id("resp_");
         job.context = std::move(context);
         json r;
@@ -671,12 +665,7 @@ struct Server::Impl {
     awaitable<void> responses(beast::tcp_stream& s, const Request& req) {
         const json body = parse_body(req.body());
         ResponseJob job = prepare_response(body, nullptr);
-        bool stream = false;
-        if (body.contains("stream") && !body["stream"].is_null()) {
-            if (!body["stream"].is_boolean()) throw ApiError(400, "'stream' must be a boolean", "stream");
-            stream = body["stream"].get<bool>();
-        }
-        if (stream) {
+        if (job.stream) {
             Sse sse{s};
             co_await sse.start(req);
             co_await run_response(job, s.get_executor(), nullptr,
@@ -729,7 +718,7 @@ struct Server::Impl {
             std::optional<ApiError> err;
             try {
                 json body = parse_body(beast::buffers_to_string(buf.data()));
-                const std::string type = body.value("type", std::string());
+                const std::string type = body.contains("type") && body["type"].is_string() ? body["type"].get<std::string>() : "";
                 if (type != "response.create") throw ApiError(400, fmt::format("unsupported event type '{}'", type), "type");
                 body.erase("type");
                 if (body.contains("response") && body["response"].is_object()) body = body["response"];  // the beta envelope
@@ -740,6 +729,8 @@ struct Server::Impl {
                 err = e;
             } catch (const Error& e) {
                 err = ApiError(400, e.what());
+            } catch (const json::exception& e) {
+                err = ApiError(400, fmt::format("malformed request: {}", e.what()));
             }
             if (err) {
                 status = err->status;
@@ -845,6 +836,8 @@ struct Server::Impl {
                     err = e;
                 } catch (const Error& e) {
                     err = ApiError(400, e.what());
+                } catch (const json::exception& e) {
+                    err = ApiError(400, fmt::format("malformed request: {}", e.what()));
                 }
                 if (err) {
                     status = err->status;

@@ -1,0 +1,274 @@
+// The server's parts below the sockets: the OpenAI request parsing and tool-call parsing (pure
+// functions), the response store, and the scheduler, whose batched generations must produce
+// exactly the text each request gets alone. The sockets are covered end to end by
+// tests/server/openai.test.mjs with the official client.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "celer/celer.h"
+#include "common.h"
+#include "server/api.h"
+#include "server/scheduler.h"
+#include "server/store.h"
+
+namespace celer::server {
+namespace {
+
+std::string stories() { return test::shared_dir() + "/models/stories260K.gguf"; }
+
+// Runs a generation to its end on the calling thread (polling), returning its text.
+std::string run_to_end(Generation& g) {
+    std::string text;
+    for (;;) {
+        Generation::Chunk c;
+        const bool done = g.take(c);
+        text += c.text;
+        if (done) return text;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+}
+
+int status_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const ApiError& e) {
+        return e.status;
+    }
+    return 0;
+}
+
+TEST(ToolCalls, ParsesHermesBlocks) {
+    const auto p = parse_tool_calls(
+        "Let me look.\n<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"a.c\"}}\n</tool_call>\n"
+        "<tool_call>{\"name\": \"ls\", \"arguments\": \"{\\\"dir\\\": \\\".\\\"}\"}</tool_call>  ");
+    ASSERT_EQ(p.calls.size(), 2u);
+    EXPECT_EQ(p.calls[0].name, "read_file");
+    EXPECT_EQ(p.calls[0].arguments, "{\"path\":\"a.c\"}");
+    EXPECT_EQ(p.calls[1].name, "ls");
+    EXPECT_EQ(p.calls[1].arguments, "{\"dir\": \".\"}") << "string arguments are passed through";
+    EXPECT_EQ(p.content, "Let me look.");
+}
+
+TEST(ToolCalls, UnterminatedLastBlockAndBrokenJson) {
+    auto p = parse_tool_calls("<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n");
+    ASSERT_EQ(p.calls.size(), 1u) << "cut off by the end of generation, but whole JSON";
+    EXPECT_EQ(p.content, "");
+    p = parse_tool_calls("x <tool_call>{\"name\": \"f\", \"argu</tool_call> y");
+    EXPECT_TRUE(p.calls.empty());
+    EXPECT_EQ(p.content, "x <tool_call>{\"name\": \"f\", \"argu</tool_call> y") << "a block that does not parse stays text";
+    p = parse_tool_calls("<tool_call>[1, 2]</tool_call>");
+    EXPECT_TRUE(p.calls.empty());
+    p = parse_tool_calls("plain text");
+    EXPECT_TRUE(p.calls.empty());
+    EXPECT_EQ(p.content, "plain text");
+}
+
+TEST(Api, SamplingFieldsAreCheckedAndClamped) {
+    const Limits lim{.max_tokens = 100};
+    auto p = gen_params(json::parse(R"({"temperature": 0, "top_p": 0.5, "seed": 7, "max_tokens": 5000, "stop": ["a", "", "b"]})"), lim,
+                        "max_completion_tokens");
+    EXPECT_EQ(p.sampler.temperature, 0.0f);
+    EXPECT_EQ(p.sampler.top_p, 0.5f);
+    EXPECT_EQ(p.sampler.seed, 7u);
+    EXPECT_EQ(p.max_tokens, 100) << "clamped to the server's limit";
+    EXPECT_EQ(p.stop, (std::vector<std::string>{"a", "b"}));
+    p = gen_params(json::parse(R"({"max_completion_tokens": 3, "max_tokens": 9, "stop": "x"})"), lim, "max_completion_tokens");
+    EXPECT_EQ(p.max_tokens, 3) << "the endpoint's own field first";
+    EXPECT_EQ(p.stop, (std::vector<std::string>{"x"}));
+    for (const char* bad : {R"({"temperature": 3})", R"({"temperature": "hot"})", R"({"top_p": -1})", R"({"max_tokens": 0})",
+                            R"({"max_tokens": 1.5})", R"({"seed": "x"})", R"({"stop": 5})", R"({"stop": [1]})"}) {
+        EXPECT_EQ(status_of([&] { gen_params(json::parse(bad), lim, "max_tokens"); }), 400) << bad;
+    }
+    try {
+        gen_params(json::parse(R"({"temperature": 9})"), lim, "max_tokens");
+    } catch (const ApiError& e) {
+        EXPECT_EQ(e.param, "temperature");
+    }
+}
+
+TEST(Api, BodiesMustBeJsonObjects) {
+    EXPECT_EQ(status_of([] { parse_body("{bad"); }), 400);
+    EXPECT_EQ(status_of([] { parse_body("[1]"); }), 400);
+    EXPECT_EQ(status_of([] { parse_body(""); }), 400);
+    EXPECT_EQ(parse_body(R"({"a": 1})")["a"], 1);
+}
+
+TEST(Api, ResponsesItemsBecomeMessages) {
+    const json items = json::parse(R"([
+        {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "be brief"}]},
+        {"role": "user", "content": "list files"},
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"type": "function_call", "call_id": "c1", "name": "ls", "arguments": "{}"},
+        {"type": "function_call", "call_id": "c2", "name": "pwd", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "a.c b.c"},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "two files"}]}
+    ])");
+    const json m = items_to_messages(items, "system words");
+    ASSERT_EQ(m.size(), 6u);
+    EXPECT_EQ(m[0]["role"], "system");
+    EXPECT_EQ(m[0]["content"], "system words");
+    EXPECT_EQ(m[1]["role"], "system") << "developer is what the open templates call system";
+    EXPECT_EQ(m[1]["content"], "be brief");
+    EXPECT_EQ(m[2]["content"], "list files");
+    EXPECT_EQ(m[3]["role"], "assistant");
+    EXPECT_EQ(m[3]["tool_calls"].size(), 2u) << "consecutive calls are one assistant turn";
+    EXPECT_EQ(m[4]["role"], "tool");
+    EXPECT_EQ(m[4]["tool_call_id"], "c1");
+    EXPECT_EQ(m[5]["content"], "two files");
+    EXPECT_EQ(status_of([] { items_to_messages(json::parse(R"([{"type": "message", "role": "king", "content": "x"}])"), ""); }), 400);
+    EXPECT_EQ(status_of([] { items_to_messages(json::parse(R"([5])"), ""); }), 400);
+    EXPECT_EQ(status_of([] { items_to_messages(json::parse(R"([{"type": "function_call"}])"), ""); }), 400);
+    EXPECT_EQ(status_of([] { input_items(json(5)); }), 400);
+    EXPECT_EQ(input_items(json("hi"))[0]["role"], "user");
+}
+
+TEST(Api, OnlyFunctionToolsReachTheModel) {
+    const json tools = json::parse(R"([{"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}},
+                                       {"type": "web_search"}, {"type": "namespace", "name": "ns", "tools": []}])");
+    const json t = responses_tools_to_chat(tools);
+    ASSERT_EQ(t.size(), 1u);
+    EXPECT_EQ(t[0]["function"]["name"], "f");
+    EXPECT_EQ(status_of([] { responses_tools_to_chat(json::parse(R"([{"type": "function"}])")); }), 400);
+}
+
+class ServerModel : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (!test::have_shared()) GTEST_SKIP() << "../shared is absent";
+        EngineOptions eo;
+        eo.n_threads = 2;
+        eo.n_ctx = 8;
+        engine_ = std::make_unique<Engine>(stories(), eo);
+        mc_ = std::make_unique<ModelContext>(*engine_, "stories", "");
+    }
+    std::unique_ptr<Engine> engine_;
+    std::unique_ptr<ModelContext> mc_;
+};
+
+TEST_F(ServerModel, ChatRequestsRenderThroughTheTemplate) {
+    const json body = json::parse(R"({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+                                      "tools": [{"type": "function", "function": {"name": "get_time", "parameters": {}}}], "max_tokens": 7})");
+    const ChatRequest r = parse_chat(body, *mc_, {});
+    EXPECT_TRUE(r.tools);
+    EXPECT_EQ(r.params.max_tokens, 7);
+    std::string text;
+    for (TokenId t : r.prompt) text += engine_->model().vocab.piece(t);
+    EXPECT_NE(text.find("get_time"), std::string::npos) << text;
+    EXPECT_NE(text.find("Hi"), std::string::npos);
+    EXPECT_EQ(r.prompt[0], engine_->model().vocab.bos());
+    EXPECT_EQ(status_of([&] { parse_chat(json::parse(R"({"messages": []})"), *mc_, {}); }), 400);
+    EXPECT_EQ(status_of([&] { parse_chat(json::parse(R"({"messages": [{"role": "user"}], "n": 2})"), *mc_, {}); }), 400);
+    EXPECT_EQ(status_of([&] { parse_chat(json::parse(R"({"messages": [{"content": "x"}]})"), *mc_, {}); }), 400);
+    EXPECT_EQ(status_of([&] { parse_chat(json::parse(R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"), *mc_, {}); }), 400);
+    EXPECT_EQ(status_of([&] { parse_completion(json::parse(R"({"prompt": "a", "suffix": "b"})"), *mc_, {}); }), 400)
+        << "stories260K has no fill-in-the-middle tokens";
+    EXPECT_EQ(status_of([&] { parse_completion(json::parse(R"({"prompt": [1, 99999]})"), *mc_, {}); }), 400);
+}
+
+// Continuous batching must not change a single token: four greedy requests running at once
+// (their prompts prefilled beside the others' decode steps) give the text each gets alone.
+TEST_F(ServerModel, BatchedGenerationsMatchGeneratingAlone) {
+    const std::vector<std::string> prompts = {"Once upon a time", "The cat sat", "Lily and Tom went to the park", "One day"};
+    std::vector<std::string> alone;
+    {
+        EngineOptions eo;
+        eo.n_threads = 2;
+        Engine solo(stories(), eo);
+        for (const auto& p : prompts) {
+            SamplerParams sp;
+            sp.temperature = 0;
+            std::string out;
+            solo.generate(solo.tokenize(p, true), 40, sp, [&](std::string_view t) {
+                out += t;
+                return true;
+            });
+            alone.push_back(out);
+        }
+    }
+    Scheduler sched(*engine_, {.n_slots = 3, .slot_ctx = 128});
+    std::vector<std::shared_ptr<Generation>> gens;
+    for (const auto& p : prompts) {
+        GenParams gp;
+        gp.sampler.temperature = 0;
+        gp.max_tokens = 40;
+        gens.push_back(std::make_shared<Generation>(engine_->tokenize(p, true), gp));
+        sched.submit(gens.back());
+    }
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        EXPECT_EQ(run_to_end(*gens[i]), alone[i]) << prompts[i];
+        EXPECT_EQ(gens[i]->finish(), Finish::Length);
+        EXPECT_EQ(gens[i]->completion_tokens(), 40u);
+    }
+    EXPECT_LT(sched.stats().steps.load(), 4u * 41u) << "decode steps were shared";
+}
+
+TEST_F(ServerModel, StopStringsEndTheTextBeforeThem) {
+    Scheduler sched(*engine_, {.n_slots = 1, .slot_ctx = 128});
+    GenParams gp;
+    gp.sampler.temperature = 0;
+    gp.max_tokens = 40;
+    auto full = std::make_shared<Generation>(engine_->tokenize("Once upon a time", true), gp);
+    sched.submit(full);
+    const std::string text = run_to_end(*full);
+    ASSERT_NE(text.find("Lily"), std::string::npos) << text;
+    gp.stop = {"zzz", "Lily"};
+    auto cut = std::make_shared<Generation>(engine_->tokenize("Once upon a time", true), gp);
+    sched.submit(cut);
+    EXPECT_EQ(run_to_end(*cut), text.substr(0, text.find("Lily")));
+    EXPECT_EQ(cut->finish(), Finish::Stop);
+}
+
+// A conversation's next turn finds its prefix in the slot; a cancelled generation ends at once
+// and keeps its slot's cache.
+TEST_F(ServerModel, PrefixReuseAndCancel) {
+    Scheduler sched(*engine_, {.n_slots = 2, .slot_ctx = 256});
+    GenParams gp;
+    gp.sampler.temperature = 0;
+    gp.max_tokens = 20;
+    const auto p1 = engine_->tokenize("Once upon a time", true);
+    auto g1 = std::make_shared<Generation>(p1, gp);
+    sched.submit(g1);
+    const std::string t1 = run_to_end(*g1);
+    auto p2 = engine_->tokenize("Once upon a time" + t1 + " The end.", true);
+    auto g2 = std::make_shared<Generation>(p2, gp);
+    sched.submit(g2);
+    run_to_end(*g2);
+    EXPECT_GE(g2->cached_tokens(), p1.size()) << "the first turn's prompt at least was found";
+    EXPECT_LT(g2->cached_tokens(), p2.size());
+
+    gp.max_tokens = 200;
+    auto g3 = std::make_shared<Generation>(p1, gp);
+    sched.submit(g3);
+    g3->cancel();
+    run_to_end(*g3);
+    EXPECT_EQ(g3->finish(), Finish::Cancelled);
+    EXPECT_LT(g3->completion_tokens(), 200u);
+    EXPECT_GE(sched.stats().cancelled.load(), 1u);
+
+    // Refusals: a prompt the context cannot hold.
+    std::vector<TokenId> huge(256, 5);
+    EXPECT_THROW(sched.submit(std::make_shared<Generation>(huge, gp)), Error);
+}
+
+TEST(ResponseStore, SurvivesReopenAndDeletes) {
+    const auto path = (test::scratch_dir() / "responses.sqlite").string();
+    {
+        ResponseStore s(path);
+        s.put("resp_1", {R"({"id":"resp_1"})", "[]"});
+        s.put("resp_2", {"{}", R"([{"type":"message"}])"});
+    }
+    ResponseStore s(path);
+    auto r = s.get("resp_1");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->response, R"({"id":"resp_1"})");
+    EXPECT_EQ(s.get("resp_2")->context, R"([{"type":"message"}])");
+    EXPECT_FALSE(s.get("resp_3"));
+    EXPECT_TRUE(s.erase("resp_1"));
+    EXPECT_FALSE(s.erase("resp_1"));
+    EXPECT_FALSE(s.get("resp_1"));
+    EXPECT_THROW(ResponseStore("/nonexistent-dir/x/y.sqlite"), Error);
+}
+
+}  // namespace
+}  // namespace celer::server
