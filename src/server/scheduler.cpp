@@ -113,10 +113,11 @@ void Scheduler::submit(const std::shared_ptr<Generation>& g) {
 }
 
 void Scheduler::cancel_all() {
-    std::lock_guard lock(mu_);
-    for (auto& g : queue_) g->cancel();
-    for (auto& s : slots_)
-        if (s->gen) s->gen->cancel();
+    {
+        std::lock_guard lock(mu_);
+        for (auto& g : queue_) g->cancel();
+    }
+    cancel_running_.store(true);  // the slots belong to the scheduler's thread
     cv_.notify_all();
 }
 
@@ -189,6 +190,7 @@ void Scheduler::loop() {
                 admit();
                 const bool busy = std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->gen != nullptr; });
                 if (busy) break;
+                stats_.active.store(0);
                 cv_.wait(lock);
             }
         }
@@ -213,6 +215,9 @@ void Scheduler::release(Slot& s, Finish f, std::string error) {
 // One batched step: every decoding slot feeds its last token; the remaining room goes to prompt
 // chunks, oldest request first.
 void Scheduler::step() {
+    if (cancel_running_.exchange(false))
+        for (auto& s : slots_)
+            if (s->gen) s->gen->cancel();
     std::vector<SeqTokens> batch;
     std::vector<Slot*> in_batch;
     size_t room = CpuForward::kMaxBatch;
@@ -246,8 +251,10 @@ void Scheduler::step() {
         in_batch.push_back(s);
         room -= n;
     }
-    stats_.active.store(int(in_batch.size()));
-    if (batch.empty()) return;
+    if (batch.empty()) {
+        stats_.active.store(0);
+        return;
+    }
 
     std::vector<float> logits;
     try {
@@ -269,6 +276,7 @@ void Scheduler::step() {
         }
         sample(s, logits.data() + i * n_vocab);
     }
+    stats_.active.store(int(std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->gen != nullptr; })));
 }
 
 namespace {

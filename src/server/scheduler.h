@@ -124,6 +124,7 @@ private:
     std::vector<std::unique_ptr<Slot>> slots_;
     SchedulerStats stats_;
     uint64_t clock_ = 0;  // for least-recently-used ties
+    std::atomic<bool> cancel_running_{false};
 
     std::mutex mu_;
     std::condition_variable cv_;

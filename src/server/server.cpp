@@ -1,11 +1,15 @@
 #include "server/server.h"
 
+#include "server/stream.h"
+
 #include <array>
 #include <chrono>
 #include <csignal>
 #include <ctime>
 #include <deque>
 #include <map>
+#include <optional>
+#include <set>
 #include <unordered_map>
 
 #include <boost/asio.hpp>
@@ -90,97 +94,6 @@ awaitable<bool> next_chunk(Generation& g, Waiter& w, Generation::Chunk& c) {
     }
 }
 
-// Streams text as content until a tool call may begin; what follows is held for parsing.
-class ToolTextSplitter {
-public:
-    explicit ToolTextSplitter(bool tools) : tools_(tools) {}
-    // Returns the text that may go out as content now.
-    std::string push(const std::string& text) {
-        all_ += text;
-        if (!tools_) return text;
-        if (in_call_) return {};
-        pending_ += text;
-        if (const size_t at = pending_.find(kToolCallOpen); at != std::string::npos) {
-            in_call_ = true;
-            std::string out = pending_.substr(0, at);
-            pending_.clear();
-            return out;
-        }
-        size_t keep = 0;
-        for (size_t n = std::min(pending_.size(), kToolCallOpen.size() - 1); n > 0; --n)
-            if (pending_.compare(pending_.size() - n, n, kToolCallOpen, 0, n) == 0) {
-                keep = n;
-                break;
-            }
-        std::string out = pending_.substr(0, pending_.size() - keep);
-        pending_.erase(0, pending_.size() - keep);
-        return out;
-    }
-    // At the end: the parsed output and the part of its content not yet sent.
-    ParsedOutput finish(std::string& unsent) {
-        if (!tools_) return {all_, {}};
-        ParsedOutput p = parse_tool_calls(all_);
-        if (p.calls.empty()) {
-            unsent = pending_;
-            p.content = all_;
-        } else {
-            unsent.clear();  // the streamed prefix was the content (trimmed in p.content)
-        }
-        return p;
-    }
-    bool in_call() const { return in_call_; }
-
-private:
-    bool tools_;
-    bool in_call_ = false;
-    std::string all_, pending_;
-};
-
-std::string finish_reason(Finish f) { return f == Finish::Length ? "length" : "stop"; }
-
-json usage_chat(const Generation& g) {
-    return {{"prompt_tokens", g.prompt_tokens()},
-            {"completion_tokens", g.completion_tokens()},
-            {"total_tokens", g.prompt_tokens() + g.completion_tokens()},
-            {"prompt_tokens_details", {{"cached_tokens", g.cached_tokens()}}}};
-}
-
-json usage_responses(const Generation& g) {
-    return {{"input_tokens", g.prompt_tokens()},
-            {"input_tokens_details", {{"cached_tokens", g.cached_tokens()}}},
-            {"output_tokens", g.completion_tokens()},
-            {"output_tokens_details", {{"reasoning_tokens", 0}}},
-            {"total_tokens", g.prompt_tokens() + g.completion_tokens()}};
-}
-
-json chat_logprobs(const std::vector<TokenLogprob>& lps) {
-    json content = json::array();
-    for (const auto& l : lps) {
-        json top = json::array();
-        for (const auto& [tok, lp] : l.top) top.push_back({{"token", tok}, {"logprob", lp}, {"bytes", std::vector<uint8_t>(tok.begin(), tok.end())}});
-        content.push_back({{"token", l.token},
-                           {"logprob", l.logprob},
-                           {"bytes", std::vector<uint8_t>(l.token.begin(), l.token.end())},
-                           {"top_logprobs", top}});
-    }
-    return {{"content", content}};
-}
-
-json completion_logprobs(const std::vector<TokenLogprob>& lps, size_t offset0) {
-    json tokens = json::array(), lp = json::array(), top = json::array(), offs = json::array();
-    size_t off = offset0;
-    for (const auto& l : lps) {
-        tokens.push_back(l.token);
-        lp.push_back(l.logprob);
-        json t = json::object();
-        for (const auto& [tok, p] : l.top) t[tok] = p;
-        top.push_back(t);
-        offs.push_back(off);
-        off += l.token.size();
-    }
-    return {{"tokens", tokens}, {"token_logprobs", lp}, {"top_logprobs", top}, {"text_offset", offs}};
-}
-
 }  // namespace
 
 struct Server::Impl {
@@ -196,6 +109,14 @@ struct Server::Impl {
     net::signal_set signals;
     bool stopping = false;
     int connections = 0;
+    // Every open socket, so that stopping can end the reads of idle keep-alive connections.
+    std::set<tcp::socket*> sockets;
+    struct Registered {
+        std::set<tcp::socket*>& set;
+        tcp::socket* s;
+        Registered(std::set<tcp::socket*>& set_, tcp::socket& sock) : set(set_), s(&sock) { set.insert(s); }
+        ~Registered() { set.erase(s); }
+    };
     // Responses running now, for GET and cancel by id.
     std::unordered_map<std::string, std::shared_ptr<Generation>> running;
 
@@ -309,7 +230,9 @@ struct Server::Impl {
 
     awaitable<void> models(beast::tcp_stream& s, const Request& req) {
         json m = {{"id", model.id()}, {"object", "model"}, {"created", unix_now()}, {"owned_by", "celer"}};
-        { const json j1_ = json{{"object", "list"}, {"data", json::array({m})}}; co_await send_json(s, req, 200, j1_); }
+        json list = {{"object", "list"}, {"data", json::array()}};
+        list["data"].push_back(std::move(m));
+        co_await send_json(s, req, 200, list);
     }
 
     awaitable<void> metrics(beast::tcp_stream& s, const Request& req) {
@@ -344,142 +267,49 @@ struct Server::Impl {
         co_await http::async_write(s, res, use_awaitable);
     }
 
-    awaitable<void> chat(beast::tcp_stream& s, const Request& req) {
-        const json body = parse_body(req.body());
-        ChatRequest cr = parse_chat(body, model, opt.limits);
-        auto w = std::make_shared<Waiter>(s.get_executor());
-        auto g = start(std::move(cr.prompt), std::move(cr.params), w);
-        const std::string id = random_id("chatcmpl-");
-        const int64_t created = unix_now();
-        ToolTextSplitter split(cr.tools);
-        const auto chunk = [&](json delta, json finish, json logprobs) {
-            return json{{"id", id},
-                        {"object", "chat.completion.chunk"},
-                        {"created", created},
-                        {"model", model.id()},
-                        {"system_fingerprint", "celer"},
-                        {"choices", json::array({{{"index", 0}, {"delta", std::move(delta)}, {"logprobs", logprobs}, {"finish_reason", finish}}})}};
-        };
-        const auto tool_calls_json = [](const std::vector<ToolCall>& calls, bool stream) {
-            json a = json::array();
-            for (size_t i = 0; i < calls.size(); ++i) {
-                json c = {{"id", random_id("call_")}, {"type", "function"}, {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}};
-                if (stream) c["index"] = i;
-                a.push_back(std::move(c));
-            }
-            return a;
-        };
-        if (cr.stream) {
+    // Streams payloads as SSE, or collects the output and sends the object (Chat Completions
+    // and Completions alike).
+    template <typename Output>
+    awaitable<void> reply(beast::tcp_stream& s, const Request& req, bool stream, Generation& g, Waiter& w, Output& out,
+                          std::vector<std::string> first) {
+        if (stream) {
             Sse sse{s};
             co_await sse.start(req);
-            { const json j2_ = json{{"role", "assistant"}, {"content", ""}}; co_await sse.data(dump(chunk(j2_, nullptr, nullptr))); }
-            co_await drive(*g, *w, [&](Generation::Chunk& c, bool done) -> awaitable<void> {
-                const std::string text = split.push(c.text);
-                if (!text.empty() || !c.logprobs.empty())
-                    { const json j3_ = json{{"content", text}}; co_await sse.data(dump(chunk(j3_, nullptr, c.logprobs.empty() ? json(nullptr) : chat_logprobs(c.logprobs)))); }
+            for (const auto& p : first) co_await sse.data(p);
+            co_await drive(g, w, [&](Generation::Chunk& c, bool done) -> awaitable<void> {
+                for (const auto& p : out.add(c)) co_await sse.data(p);
                 if (!done) co_return;
-                if (g->finish() == Finish::Error) {
-                    co_await sse.data(dump(error_body(g->error(), "server_error")));
-                } else {
-                    std::string unsent;
-                    const ParsedOutput p = split.finish(unsent);
-                    if (!unsent.empty()) { const json j4_ = json{{"content", unsent}}; co_await sse.data(dump(chunk(j4_, nullptr, nullptr))); }
-                    std::string reason = finish_reason(g->finish());
-                    if (!p.calls.empty()) {
-                        { const json j5_ = json{{"tool_calls", tool_calls_json(p.calls, true)}}; co_await sse.data(dump(chunk(j5_, nullptr, nullptr))); }
-                        reason = "tool_calls";
-                    }
-                    co_await sse.data(dump(chunk(json::object(), reason, nullptr)));
-                    if (cr.include_usage) {
-                        json u = chunk(json::object(), nullptr, nullptr);
-                        u["choices"] = json::array();
-                        u["usage"] = usage_chat(*g);
-                        co_await sse.data(dump(u));
-                    }
-                }
-                co_await sse.data("[DONE]");
+                for (const auto& p : out.finish_stream(g)) co_await sse.data(p);
                 co_await sse.end();
             });
             co_return;
         }
-        std::vector<TokenLogprob> lps;
-        co_await drive(*g, *w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
-            split.push(c.text);
-            for (auto& l : c.logprobs) lps.push_back(std::move(l));
+        co_await drive(g, w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
+            out.add(c);
             co_return;
         });
-        if (g->finish() == Finish::Error) throw ApiError(500, g->error(), {}, "server_error");
-        std::string unsent;
-        const ParsedOutput p = split.finish(unsent);
-        json msg = {{"role", "assistant"}, {"content", p.calls.empty() || !p.content.empty() ? json(p.content) : json(nullptr)}};
-        if (!p.calls.empty()) msg["tool_calls"] = tool_calls_json(p.calls, false);
-        json choice = {{"index", 0},
-                       {"message", msg},
-                       {"logprobs", cr.params.logprobs >= 0 ? chat_logprobs(lps) : json(nullptr)},
-                       {"finish_reason", p.calls.empty() ? finish_reason(g->finish()) : "tool_calls"}};
-        { const json j6_ = json{{"id", id},
-                            {"object", "chat.completion"},
-                            {"created", created},
-                            {"model", model.id()},
-                            {"system_fingerprint", "celer"},
-                            {"choices", json::array({choice})},
-                            {"usage", usage_chat(*g)}}; co_await send_json(s, req, 200, j6_); }
+        if (g.finish() == Finish::Error) throw ApiError(500, g.error(), {}, "server_error");
+        const json obj = out.object(g);
+        co_await send_json(s, req, 200, obj);
+    }
+
+    awaitable<void> chat(beast::tcp_stream& s, const Request& req) {
+        const json body = parse_body(req.body());
+        ChatRequest cr = parse_chat(body, model, opt.limits);
+        ChatOutput out(model.id(), cr.tools, cr.params.logprobs >= 0, cr.include_usage);
+        auto w = std::make_shared<Waiter>(s.get_executor());
+        auto g = start(std::move(cr.prompt), std::move(cr.params), w);
+        std::vector<std::string> first(1, out.first_chunk());
+        co_await reply(s, req, cr.stream, *g, *w, out, std::move(first));
     }
 
     awaitable<void> completions(beast::tcp_stream& s, const Request& req) {
         const json body = parse_body(req.body());
         CompletionRequest cr = parse_completion(body, model, opt.limits);
+        CompletionOutput out(model.id(), cr.params.logprobs >= 0, cr.include_usage, cr.echo ? cr.prompt_text : std::string());
         auto w = std::make_shared<Waiter>(s.get_executor());
-        const bool want_lp = cr.params.logprobs >= 0;
         auto g = start(std::move(cr.prompt), std::move(cr.params), w);
-        const std::string id = random_id("cmpl-");
-        const int64_t created = unix_now();
-        const auto chunk = [&](std::string text, json finish, json logprobs) {
-            return json{{"id", id},
-                        {"object", "text_completion"},
-                        {"created", created},
-                        {"model", model.id()},
-                        {"choices", json::array({{{"text", std::move(text)}, {"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish}}})}};
-        };
-        if (cr.stream) {
-            Sse sse{s};
-            co_await sse.start(req);
-            size_t offset = cr.echo ? cr.prompt_text.size() : 0;
-            if (cr.echo) co_await sse.data(dump(chunk(cr.prompt_text, nullptr, nullptr)));
-            co_await drive(*g, *w, [&](Generation::Chunk& c, bool done) -> awaitable<void> {
-                if (!c.text.empty() || !c.logprobs.empty()) {
-                    co_await sse.data(dump(chunk(c.text, nullptr, want_lp ? completion_logprobs(c.logprobs, offset) : json(nullptr))));
-                    offset += c.text.size();
-                }
-                if (!done) co_return;
-                if (g->finish() == Finish::Error) {
-                    co_await sse.data(dump(error_body(g->error(), "server_error")));
-                } else {
-                    co_await sse.data(dump(chunk("", finish_reason(g->finish()), nullptr)));
-                    if (cr.include_usage) {
-                        json u = chunk("", nullptr, nullptr);
-                        u["choices"] = json::array();
-                        u["usage"] = usage_chat(*g);
-                        co_await sse.data(dump(u));
-                    }
-                }
-                co_await sse.data("[DONE]");
-                co_await sse.end();
-            });
-            co_return;
-        }
-        std::string text = cr.echo ? cr.prompt_text : std::string();
-        const size_t offset0 = text.size();
-        std::vector<TokenLogprob> lps;
-        co_await drive(*g, *w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
-            text += c.text;
-            for (auto& l : c.logprobs) lps.push_back(std::move(l));
-            co_return;
-        });
-        if (g->finish() == Finish::Error) throw ApiError(500, g->error(), {}, "server_error");
-        json out = chunk(std::move(text), finish_reason(g->finish()), want_lp ? completion_logprobs(lps, offset0) : json(nullptr));
-        out["usage"] = usage_chat(*g);
-        co_await send_json(s, req, 200, out);
+        co_await reply(s, req, cr.stream, *g, *w, out, out.start());
     }
 
     // ---- Responses ---------------------------------------------------------------------------
@@ -566,7 +396,8 @@ struct Server::Impl {
     }
 
     // Runs a response, sending its events through `emit` (SSE or WebSocket). The final object
-    // is in job.response when it returns.
+    // is in job.response when it returns; the conversation through it is remembered (`local`,
+    // and the store when asked).
     template <typename Emit>
     awaitable<void> run_response(ResponseJob& job, net::any_io_executor ex, LocalResponses* local, Emit emit) {
         auto w = std::make_shared<Waiter>(ex);
@@ -578,88 +409,24 @@ struct Server::Impl {
             ~Erase() { self->running.erase(id); }
         } erase{this, job.id};
 
-        int seq = 0;
-        const auto event = [&](const char* type, json fields) -> awaitable<void> {
-            json e = {{"type", type}};
-            for (auto& [k, v] : fields.items()) e[k] = std::move(v);
-            e["sequence_number"] = seq++;
-            co_await emit(std::string(type), e);
-        };
-        { const json j7_ = json{{"response", job.response}}; co_await event("response.created", j7_); }
-        { const json j8_ = json{{"response", job.response}}; co_await event("response.in_progress", j8_); }
-
-        ToolTextSplitter split(job.tools);
-        const std::string msg_id = random_id("msg_");
-        bool msg_open = false;
-        std::string text;
-        const auto open_message = [&]() -> awaitable<void> {
-            if (msg_open) co_return;
-            msg_open = true;
-            { const json j9_ = json{{"output_index", 0},
-                            {"item", {{"id", msg_id}, {"type", "message"}, {"status", "in_progress"}, {"role", "assistant"}, {"content", json::array()}}}}; co_await event("response.output_item.added", j9_); }
-            { const json j10_ = json{{"item_id", msg_id}, {"output_index", 0}, {"content_index", 0}, {"part", {{"type", "output_text"}, {"text", ""}, {"annotations", json::array()}}}}; co_await event("response.content_part.added", j10_); }
-        };
-        const auto delta = [&](const std::string& d) -> awaitable<void> {
-            if (d.empty()) co_return;
-            co_await open_message();
-            text += d;
-            { const json j11_ = json{{"item_id", msg_id}, {"output_index", 0}, {"content_index", 0}, {"delta", d}, {"logprobs", json::array()}}; co_await event("response.output_text.delta", j11_); }
-        };
-        co_await drive(*g, *w, [&](Generation::Chunk& c, bool) -> awaitable<void> { co_await delta(split.push(c.text)); });
-
-        const Finish fin = g->finish();
-        json& r = job.response;
-        json output = json::array();
-        if (fin == Finish::Error) {
-            r["status"] = "failed";
-            r["error"] = {{"code", "server_error"}, {"message", g->error()}};
-        } else {
-            std::string unsent;
-            const ParsedOutput p = split.finish(unsent);
-            co_await delta(unsent);
-            if (msg_open) {
-                const json part = {{"type", "output_text"}, {"text", text}, {"annotations", json::array()}};
-                const json item = {{"id", msg_id}, {"type", "message"}, {"status", "completed"}, {"role", "assistant"}, {"content", json::array({part})}};
-                { const json j12_ = json{{"item_id", msg_id}, {"output_index", 0}, {"content_index", 0}, {"text", text}, {"logprobs", json::array()}}; co_await event("response.output_text.done", j12_); }
-                { const json j13_ = json{{"item_id", msg_id}, {"output_index", 0}, {"content_index", 0}, {"part", part}}; co_await event("response.content_part.done", j13_); }
-                { const json j14_ = json{{"output_index", 0}, {"item", item}}; co_await event("response.output_item.done", j14_); }
-                output.push_back(item);
-            }
-            for (const ToolCall& tc : p.calls) {
-                const int index = int(output.size());
-                json item = {{"id", random_id("fc_")}, {"type", "function_call"}, {"status", "in_progress"}, {"arguments", ""},
-                             {"call_id", random_id("call_")}, {"name", tc.name}};
-                { const json j15_ = json{{"output_index", index}, {"item", item}}; co_await event("response.output_item.added", j15_); }
-                { const json j16_ = json{{"item_id", item["id"]}, {"output_index", index}, {"delta", tc.arguments}}; co_await event("response.function_call_arguments.delta", j16_); }
-                { const json j17_ = json{{"item_id", item["id"]}, {"output_index", index}, {"name", tc.name}, {"arguments", tc.arguments}}; co_await event("response.function_call_arguments.done", j17_); }
-                item["status"] = "completed";
-                item["arguments"] = tc.arguments;
-                { const json j18_ = json{{"output_index", index}, {"item", item}}; co_await event("response.output_item.done", j18_); }
-                output.push_back(std::move(item));
-            }
-            if (fin == Finish::Length) {
-                r["status"] = "incomplete";
-                r["incomplete_details"] = {{"reason", "max_output_tokens"}};
-            } else if (fin == Finish::Cancelled) {
-                r["status"] = "cancelled";
-            } else {
-                r["status"] = "completed";
-            }
-        }
-        r["output"] = output;
-        r["usage"] = usage_responses(*g);
+        ResponseOutput out(std::move(job.response), job.tools);
+        for (const json& e : out.start()) co_await emit(e);
+        co_await drive(*g, *w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
+            for (const json& e : out.add(c)) co_await emit(e);
+        });
+        const std::vector<json> last = out.finish(*g);
+        job.response = out.response();
         json context = std::move(job.context);
-        for (const auto& it : output) context.push_back(it);
+        for (const auto& it : out.output()) context.push_back(it);
         if (local) local->put(job.id, context);
         if (job.store) {
             try {
-                store.put(job.id, {dump(r), dump(context)});
+                store.put(job.id, {dump(job.response), dump(context)});
             } catch (const Error& e) {
                 fmt::print(stderr, "serve: {}\n", e.what());
             }
         }
-        const char* last = r["status"] == "failed" ? "response.failed" : r["status"] == "incomplete" ? "response.incomplete" : "response.completed";
-        { const json j19_ = json{{"response", r}}; co_await event(last, j19_); }
+        for (const json& e : last) co_await emit(e);
     }
 
     awaitable<void> responses(beast::tcp_stream& s, const Request& req) {
@@ -668,24 +435,28 @@ struct Server::Impl {
         if (job.stream) {
             Sse sse{s};
             co_await sse.start(req);
-            co_await run_response(job, s.get_executor(), nullptr,
-                                  [&](const std::string& type, const json& e) -> awaitable<void> { co_await sse.data(dump(e), type); });
+            co_await run_response(job, s.get_executor(), nullptr, [&](const json& e) -> awaitable<void> {
+                const std::string& type = e["type"].get_ref<const std::string&>();
+                co_await sse.data(dump(e), type);
+            });
             co_await sse.end();
             co_return;
         }
-        co_await run_response(job, s.get_executor(), nullptr, [](const std::string&, const json&) -> awaitable<void> { co_return; });
+        co_await run_response(job, s.get_executor(), nullptr, [](const json&) -> awaitable<void> { co_return; });
         co_await send_json(s, req, 200, job.response);
     }
 
     awaitable<void> response_by_id(beast::tcp_stream& s, const Request& req, std::string id, bool cancel) {
         if (auto it = running.find(id); it != running.end()) {
             if (cancel) it->second->cancel();
-            { const json j20_ = json{{"id", id}, {"object", "response"}, {"status", cancel ? "cancelled" : "in_progress"}}; co_await send_json(s, req, 200, j20_); }
+            const json r = {{"id", id}, {"object", "response"}, {"status", cancel ? "cancelled" : "in_progress"}};
+            co_await send_json(s, req, 200, r);
             co_return;
         }
         if (req.method() == http::verb::delete_) {
             if (!store.erase(id)) throw ApiError(404, fmt::format("No response found with id '{}'.", id), "response_id");
-            { const json j21_ = json{{"id", id}, {"object", "response"}, {"deleted", true}}; co_await send_json(s, req, 200, j21_); }
+            const json r = {{"id", id}, {"object", "response"}, {"deleted", true}};
+            co_await send_json(s, req, 200, r);
             co_return;
         }
         auto rec = store.get(id);
@@ -701,6 +472,7 @@ struct Server::Impl {
         sock.set_option(ws::stream_base::timeout::suggested(beast::role_type::server));
         sock.read_message_max(opt.max_body);
         sock.set_option(ws::stream_base::decorator([](ws::response_type& res) { res.set(http::field::server, "celer"); }));
+        const Registered reg(sockets, sock.next_layer().socket());
         co_await sock.async_accept(req, use_awaitable);
         sock.text(true);
         LocalResponses local;
@@ -723,8 +495,7 @@ struct Server::Impl {
                 body.erase("type");
                 if (body.contains("response") && body["response"].is_object()) body = body["response"];  // the beta envelope
                 ResponseJob job = prepare_response(body, &local);
-                co_await run_response(job, sock.get_executor(), &local,
-                                      [&](const std::string&, const json& e) -> awaitable<void> { co_await send(e); });
+                co_await run_response(job, sock.get_executor(), &local, [&](const json& e) -> awaitable<void> { co_await send(e); });
             } catch (const ApiError& e) {
                 err = e;
             } catch (const Error& e) {
@@ -785,6 +556,7 @@ struct Server::Impl {
             ~Count() { --n; }
         } count_guard{connections};
         beast::tcp_stream s(std::move(sock));
+        std::optional<Registered> reg(std::in_place, sockets, s.socket());
         beast::flat_buffer buf;
         try {
             for (;;) {
@@ -818,6 +590,7 @@ struct Server::Impl {
                     t = t.substr(0, t.find('?'));
                     if ((t == "/v1/responses" || t == "/responses") && authorized(req)) {
                         count("ws upgrade", 101);
+                        reg.reset();
                         co_await websocket(std::move(s), std::move(req));
                         co_return;
                     }
@@ -888,9 +661,19 @@ struct Server::Impl {
         signals.cancel(ec);
         sched.cancel_all();
         for (auto& [id, g] : running) g->cancel();
-        // Give streams a moment to send their final events, then end whatever is left.
-        auto t = std::make_shared<net::steady_timer>(io, std::chrono::seconds(3));
-        t->async_wait([this, t](const boost::system::error_code&) { io.stop(); });
+        for (tcp::socket* sock : sockets) sock->shutdown(tcp::socket::shutdown_receive, ec);
+        // Streams send their final events and close; the loop ends when no connection is left,
+        // or after 3 s whatever is still open.
+        drain(clock_type::now() + std::chrono::seconds(3));
+    }
+
+    void drain(clock_type::time_point deadline) {
+        if (connections == 0 || clock_type::now() >= deadline) {
+            io.stop();
+            return;
+        }
+        auto t = std::make_shared<net::steady_timer>(io, std::chrono::milliseconds(10));
+        t->async_wait([this, t, deadline](const boost::system::error_code&) { drain(deadline); });
     }
 };
 
