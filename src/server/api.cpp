@@ -460,6 +460,7 @@ ResponsesRequest parse_responses(const json& body, const Limits& lim) {
     }
     r.store = boolean(body, "store", true);
     r.stream = boolean(body, "stream", false);
+    r.generate = boolean(body, "generate", true);
     r.params = gen_params(body, lim, "max_output_tokens");
     // Checked now so that a malformed conversation is refused before anything runs.
     (void)items_to_messages(r.input, r.instructions);

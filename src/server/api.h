@@ -40,7 +40,9 @@ std::string dump(const json& j);
 json parse_body(std::string_view body);
 
 struct Limits {
-    int max_tokens = 4096;     // per request; larger asks are clamped to what the context holds
+    // Tokens one request may generate: asks beyond it are clamped, and a request that does not
+    // say generates until its end, this limit, or a full context (OpenAI's behaviour).
+    int max_tokens = 1 << 30;
     size_t max_messages = 4096;
     size_t max_stop = 16;
 };
@@ -127,6 +129,7 @@ struct ResponsesRequest {
     json tools = json::array();        // function tools, Chat Completions' shape
     bool store = true;
     bool stream = false;
+    bool generate = true;  // false: warm-up only (prefill, no output), as Codex sends first
     GenParams params;
 };
 ResponsesRequest parse_responses(const json& body, const Limits& lim);

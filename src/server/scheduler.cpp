@@ -247,7 +247,7 @@ void Scheduler::step() {
         const auto& p = s->gen->prompt_;
         const size_t n = std::min(room, p.size() - s->prompt_done);
         const bool last = s->prompt_done + n == p.size();
-        batch.push_back({&s->cache, std::span(p).subspan(s->prompt_done, n), last});
+        batch.push_back({&s->cache, std::span(p).subspan(s->prompt_done, n), last && s->gen->params_.max_tokens > 0});
         in_batch.push_back(s);
         room -= n;
     }
@@ -257,11 +257,17 @@ void Scheduler::step() {
     }
 
     std::vector<float> logits;
+    const auto t0 = std::chrono::steady_clock::now();
     try {
         engine_.forward().eval_batch(batch, logits);
     } catch (const std::exception& e) {
         for (Slot* s : in_batch) release(*s, Finish::Error, e.what());
         return;
+    }
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (Slot* s : in_batch) {
+        auto& t = s->next < 0 ? s->gen->prompt_s_ : s->gen->decode_s_;
+        t.store(t.load() + dt);
     }
     stats_.steps++;
     const size_t n_vocab = engine_.model().hp.n_vocab;
@@ -272,6 +278,10 @@ void Scheduler::step() {
         if (s.next < 0) {
             s.prompt_done += fed.size();
             stats_.prefilled_tokens += fed.size();
+            if (s.prompt_done == s.gen->prompt_.size() && s.gen->params_.max_tokens == 0) {
+                release(s, Finish::Stop);  // a warm-up: the prompt is in the cache, nothing to generate
+                continue;
+            }
             if (!batch[i].logits) continue;
         }
         sample(s, logits.data() + i * n_vocab);

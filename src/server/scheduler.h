@@ -24,7 +24,7 @@ namespace celer::server {
 
 struct GenParams {
     SamplerParams sampler;
-    int max_tokens = 256;
+    int max_tokens = 256;  // 0: prefill the prompt into a slot and stop (a warm-up)
     std::vector<std::string> stop;  // generation ends before the first of these in the text
     int logprobs = -1;              // -1: none; n >= 0: the chosen token's and the n most likely
 };
@@ -61,6 +61,9 @@ public:
     size_t cached_tokens() const { return cached_.load(); }
     size_t completion_tokens() const { return generated_.load(); }
     double ttft_s() const { return ttft_s_.load(); }
+    // Wall time of the model steps this generation took part in: prompt chunks and decode steps.
+    double prompt_s() const { return prompt_s_.load(); }
+    double decode_s() const { return decode_s_.load(); }
 
 private:
     friend class Scheduler;
@@ -72,7 +75,7 @@ private:
     std::function<void()> notify_;
     std::atomic<bool> cancelled_{false};
     std::atomic<size_t> cached_{0}, generated_{0};
-    std::atomic<double> ttft_s_{0};
+    std::atomic<double> ttft_s_{0}, prompt_s_{0}, decode_s_{0};
     std::chrono::steady_clock::time_point submitted_ = std::chrono::steady_clock::now();
 
     mutable std::mutex mu_;

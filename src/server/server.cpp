@@ -7,6 +7,7 @@
 #include <csignal>
 #include <ctime>
 #include <deque>
+#include <list>
 #include <map>
 #include <optional>
 #include <set>
@@ -183,13 +184,21 @@ struct Server::Impl {
         awaitable<void> end() { co_await net::async_write(s, http::make_chunk_last(), use_awaitable); }
     };
 
-    std::shared_ptr<Generation> start(std::vector<TokenId> prompt, GenParams params, const std::shared_ptr<Waiter>& w) {
+    // Queues a generation. `param` names the request field a refusal is about.
+    std::shared_ptr<Generation> start(std::vector<TokenId> prompt, GenParams params, const std::shared_ptr<Waiter>& w,
+                                      const char* param) {
+        if (prompt.size() >= sched.slot_ctx())
+            throw ApiError(400,
+                           fmt::format("This model's context holds {} tokens; the request has {} (with room for at least one to "
+                                       "generate). Shorten the input or start the server with a larger --ctx-size.",
+                                       sched.slot_ctx(), prompt.size()),
+                           param, "invalid_request_error", "context_length_exceeded");
         auto g = std::make_shared<Generation>(std::move(prompt), std::move(params));
         hook(*g, w);
         try {
             sched.submit(g);
         } catch (const Error& e) {
-            throw ApiError(400, e.what(), "messages");
+            throw ApiError(503, e.what(), {}, "server_error", "server_busy");
         }
         return g;
     }
@@ -298,7 +307,7 @@ struct Server::Impl {
         ChatRequest cr = parse_chat(body, model, opt.limits);
         ChatOutput out(model.id(), cr.tools, cr.params.logprobs >= 0, cr.include_usage);
         auto w = std::make_shared<Waiter>(s.get_executor());
-        auto g = start(std::move(cr.prompt), std::move(cr.params), w);
+        auto g = start(std::move(cr.prompt), std::move(cr.params), w, "messages");
         std::vector<std::string> first(1, out.first_chunk());
         co_await reply(s, req, cr.stream, *g, *w, out, std::move(first));
     }
@@ -308,7 +317,7 @@ struct Server::Impl {
         CompletionRequest cr = parse_completion(body, model, opt.limits);
         CompletionOutput out(model.id(), cr.params.logprobs >= 0, cr.include_usage, cr.echo ? cr.prompt_text : std::string());
         auto w = std::make_shared<Waiter>(s.get_executor());
-        auto g = start(std::move(cr.prompt), std::move(cr.params), w);
+        auto g = start(std::move(cr.prompt), std::move(cr.params), w, "prompt");
         co_await reply(s, req, cr.stream, *g, *w, out, out.start());
     }
 
@@ -316,15 +325,20 @@ struct Server::Impl {
 
     // Responses one WebSocket connection made with store=false: its later turns may continue
     // from them; nothing reaches the disk.
+    // The most recently used kLocalResponses are kept.
     struct LocalResponses {
-        std::deque<std::pair<std::string, json>> items;  // (id, context)
+        static constexpr size_t kLocalResponses = 64;
+        std::list<std::pair<std::string, json>> items;  // (id, context), most recent first
         void put(const std::string& id, json context) {
-            items.emplace_back(id, std::move(context));
-            if (items.size() > 16) items.pop_front();
+            items.emplace_front(id, std::move(context));
+            if (items.size() > kLocalResponses) items.pop_back();
         }
-        const json* get(const std::string& id) const {
-            for (const auto& [k, v] : items)
-                if (k == id) return &v;
+        const json* get(const std::string& id) {
+            for (auto it = items.begin(); it != items.end(); ++it)
+                if (it->first == id) {
+                    items.splice(items.begin(), items, it);
+                    return &items.front().second;
+                }
             return nullptr;
         }
     };
@@ -338,9 +352,18 @@ struct Server::Impl {
         bool tools = false;
         std::vector<TokenId> prompt;
         GenParams params;
+        std::shared_ptr<Waiter> w;
+        std::shared_ptr<Generation> g;  // once begun
     };
 
-    ResponseJob prepare_response(const json& body, const LocalResponses* local) {
+    // Queues the job's generation; refusals (context too long, queue full) throw before any
+    // byte of the answer is sent.
+    void begin(ResponseJob& job, net::any_io_executor ex) {
+        job.w = std::make_shared<Waiter>(ex);
+        job.g = start(std::move(job.prompt), std::move(job.params), job.w, "input");
+    }
+
+    ResponseJob prepare_response(const json& body, LocalResponses* local) {
         ResponseJob job;
         ResponsesRequest rr = parse_responses(body, opt.limits);
         json context = json::array();
@@ -367,6 +390,9 @@ struct Server::Impl {
         job.params = std::move(rr.params);
         job.store = rr.store;
         job.stream = rr.stream;
+        // generate: false (WebSocket warm-up): the input is prefilled and remembered, nothing is
+        // generated, and the response completes with no output.
+        if (!rr.generate) job.params.max_tokens = 0;
         job.id = random_id("resp_");
         job.context = std::move(context);
         json r;
@@ -399,10 +425,9 @@ struct Server::Impl {
     // is in job.response when it returns; the conversation through it is remembered (`local`,
     // and the store when asked).
     template <typename Emit>
-    awaitable<void> run_response(ResponseJob& job, net::any_io_executor ex, LocalResponses* local, Emit emit) {
-        auto w = std::make_shared<Waiter>(ex);
-        auto g = start(std::move(job.prompt), std::move(job.params), w);
-        running[job.id] = g;
+    awaitable<void> run_response(ResponseJob& job, LocalResponses* local, Emit emit) {
+        Generation& g = *job.g;
+        running[job.id] = job.g;
         struct Erase {
             Impl* self;
             std::string id;
@@ -411,10 +436,10 @@ struct Server::Impl {
 
         ResponseOutput out(std::move(job.response), job.tools);
         for (const json& e : out.start()) co_await emit(e);
-        co_await drive(*g, *w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
+        co_await drive(g, *job.w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
             for (const json& e : out.add(c)) co_await emit(e);
         });
-        const std::vector<json> last = out.finish(*g);
+        const std::vector<json> last = out.finish(g);
         job.response = out.response();
         json context = std::move(job.context);
         for (const auto& it : out.output()) context.push_back(it);
@@ -432,17 +457,18 @@ struct Server::Impl {
     awaitable<void> responses(beast::tcp_stream& s, const Request& req) {
         const json body = parse_body(req.body());
         ResponseJob job = prepare_response(body, nullptr);
+        begin(job, s.get_executor());
         if (job.stream) {
             Sse sse{s};
             co_await sse.start(req);
-            co_await run_response(job, s.get_executor(), nullptr, [&](const json& e) -> awaitable<void> {
+            co_await run_response(job, nullptr, [&](const json& e) -> awaitable<void> {
                 const std::string& type = e["type"].get_ref<const std::string&>();
                 co_await sse.data(dump(e), type);
             });
             co_await sse.end();
             co_return;
         }
-        co_await run_response(job, s.get_executor(), nullptr, [](const json&) -> awaitable<void> { co_return; });
+        co_await run_response(job, nullptr, [](const json&) -> awaitable<void> { co_return; });
         co_await send_json(s, req, 200, job.response);
     }
 
@@ -495,7 +521,8 @@ struct Server::Impl {
                 body.erase("type");
                 if (body.contains("response") && body["response"].is_object()) body = body["response"];  // the beta envelope
                 ResponseJob job = prepare_response(body, &local);
-                co_await run_response(job, sock.get_executor(), &local, [&](const json& e) -> awaitable<void> { co_await send(e); });
+                begin(job, sock.get_executor());
+                co_await run_response(job, &local, [&](const json& e) -> awaitable<void> { co_await send(e); });
             } catch (const ApiError& e) {
                 err = e;
             } catch (const Error& e) {
@@ -649,6 +676,8 @@ struct Server::Impl {
                 sock.close(ec);
                 continue;
             }
+            // Every event is one small write that must leave at once: no Nagle delay.
+            sock.set_option(tcp::no_delay(true), ec);
             net::co_spawn(io, connection(std::move(sock)), net::detached);
         }
     }

@@ -90,6 +90,13 @@ json usage_chat(const Generation& g) {
             {"prompt_tokens_details", {{"cached_tokens", g.cached_tokens()}}}};
 }
 
+json timings(const Generation& g) {
+    return {{"prompt_n", g.prompt_tokens() - g.cached_tokens()},
+            {"prompt_ms", g.prompt_s() * 1e3},
+            {"predicted_n", g.completion_tokens()},
+            {"predicted_ms", g.decode_s() * 1e3}};
+}
+
 json usage_responses(const Generation& g) {
     return {{"input_tokens", g.prompt_tokens()},
             {"input_tokens_details", {{"cached_tokens", g.cached_tokens()}}},
@@ -136,7 +143,9 @@ std::vector<std::string> ChatOutput::finish_stream(const Generation& g) {
             out.push_back(dump(chunk({{"tool_calls", tool_calls_json(p.calls, true)}}, nullptr, nullptr)));
             reason = "tool_calls";
         }
-        out.push_back(dump(chunk(json::object(), reason, nullptr)));
+        json last = chunk(json::object(), reason, nullptr);
+        last["timings"] = timings(g);
+        out.push_back(dump(last));
         if (include_usage_) {
             json u = chunk(json::object(), nullptr, nullptr);
             u["choices"] = json::array();
@@ -163,7 +172,8 @@ json ChatOutput::object(const Generation& g) {
             {"model", model_},
             {"system_fingerprint", "celer"},
             {"choices", json::array({std::move(choice)})},
-            {"usage", usage_chat(g)}};
+            {"usage", usage_chat(g)},
+            {"timings", timings(g)}};
 }
 
 // ---- Completions -------------------------------------------------------------------------------
@@ -266,7 +276,11 @@ std::vector<json> ResponseOutput::finish(const Generation& g) {
         delta(unsent, out);
         if (msg_open_) {
             const json part = {{"type", "output_text"}, {"text", text_}, {"annotations", json::array()}};
-            const json item = {{"id", msg_id_}, {"type", "message"}, {"status", "completed"}, {"role", "assistant"}, {"content", json::array({part})}};
+            const json item = {{"id", msg_id_},
+                               {"type", "message"},
+                               {"status", fin == Finish::Stop ? "completed" : "incomplete"},
+                               {"role", "assistant"},
+                               {"content", json::array({part})}};
             out.push_back(event("response.output_text.done",
                                 {{"item_id", msg_id_}, {"output_index", 0}, {"content_index", 0}, {"text", text_}, {"logprobs", json::array()}}));
             out.push_back(event("response.content_part.done", {{"item_id", msg_id_}, {"output_index", 0}, {"content_index", 0}, {"part", part}}));
@@ -297,6 +311,7 @@ std::vector<json> ResponseOutput::finish(const Generation& g) {
     }
     r_["output"] = output_;
     r_["usage"] = usage_responses(g);
+    r_["timings"] = timings(g);
     const std::string status = r_["status"];
     const char* type = status == "failed" ? "response.failed" : status == "completed" ? "response.completed" : "response.incomplete";
     out.push_back(event(type, {{"response", r_}}));

@@ -29,6 +29,9 @@ private:
 
 json usage_chat(const Generation& g);
 json usage_responses(const Generation& g);
+// Where the time went (as llama-server reports it; an extension clients ignore): prompt tokens
+// run and their ms, tokens generated and their ms.
+json timings(const Generation& g);
 
 // Chat Completions: chunk payloads ("data: " lines) when streaming, the object otherwise.
 class ChatOutput {
