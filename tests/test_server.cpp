@@ -6,11 +6,14 @@
 
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "celer/celer.h"
 #include "common.h"
 #include "server/api.h"
 #include "server/scheduler.h"
 #include "server/store.h"
+#include "tools/synth.h"
 
 namespace celer::server {
 namespace {
@@ -249,6 +252,38 @@ TEST_F(ServerModel, PrefixReuseAndCancel) {
     // Refusals: a prompt the context cannot hold.
     std::vector<TokenId> huge(256, 5);
     EXPECT_THROW(sched.submit(std::make_shared<Generation>(huge, gp)), Error);
+}
+
+// A WebSocket session tokenizes only what follows the last control token its previous prompt
+// shares with the new one; the tokens must equal a full tokenization on every turn, also when
+// the conversation's history changes under it.
+TEST(PromptCache, IncrementalTokenizationIsExact) {
+    if (!test::have_shared()) GTEST_SKIP() << "../shared is absent";
+    const auto path = (test::scratch_dir() / "tq-vocab.gguf").string();
+    synth::Options o;
+    o.shape = "tiny-qwen2";
+    o.type = "q8_0";
+    o.vocab_from = test::shared_dir() + "/tokenizers/ggml-vocab-qwen2.gguf";
+    synth::write_model(o, path);
+    EngineOptions eo;
+    eo.n_threads = 1;
+    eo.n_ctx = 8;
+    Engine engine(path, eo);
+    const ModelContext mc(engine, "tq", "");
+    PromptCache cache;
+    json messages = json::array({{{"role", "system"}, {"content", "You are a coder. Édition «spéciale» 日本語 \t tabs."}}});
+    const json tools = json::parse(R"([{"type": "function", "function": {"name": "read", "parameters": {"type": "object"}}}])");
+    for (int turn = 0; turn < 6; ++turn) {
+        messages.push_back({{"role", "user"}, {"content", fmt::format("Turn {}: fix   the bug in main.cpp\n  please", turn)}});
+        if (turn == 4) messages[1]["content"] = "history rewritten";  // the template output changes early
+        const auto full = mc.chat_prompt(messages, tools);
+        const auto inc = mc.chat_prompt(messages, tools, &cache);
+        EXPECT_EQ(inc, full) << "turn " << turn;
+        if (turn > 0 && turn != 4) {
+            EXPECT_GT(cache.reused, 10u) << "turn " << turn;
+        }
+        messages.push_back({{"role", "assistant"}, {"content", fmt::format("Done {} ", turn)}});
+    }
 }
 
 TEST(ResponseStore, SurvivesReopenAndDeletes) {

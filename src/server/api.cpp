@@ -136,7 +136,7 @@ ModelContext::ModelContext(const Engine& engine, std::string model_id, std::stri
     tmpl_ = std::make_unique<chat::Template>(chat_template.empty() ? kChatMl : std::string_view(chat_template));
 }
 
-std::vector<TokenId> ModelContext::chat_prompt(const json& messages, const json& tools) const {
+std::vector<TokenId> ModelContext::chat_prompt(const json& messages, const json& tools, PromptCache* cache) const {
     json ctx;
     ctx["messages"] = messages;
     if (tools.is_array() && !tools.empty()) ctx["tools"] = tools;
@@ -150,9 +150,38 @@ std::vector<TokenId> ModelContext::chat_prompt(const json& messages, const json&
         throw ApiError(400, fmt::format("the chat template failed on these messages: {}", e.what()), "messages");
     }
     std::vector<TokenId> ids;
-    if (vocab_.add_bos() && vocab_.bos() >= 0 && !(bos_text_.size() && text.starts_with(bos_text_))) ids.push_back(vocab_.bos());
-    const auto body = vocab_.encode(text, true);
+    const bool bos = vocab_.add_bos() && vocab_.bos() >= 0 && !(bos_text_.size() && text.starts_with(bos_text_));
+    if (bos) ids.push_back(vocab_.bos());
+    // From the cache: every token up to the last control token inside the common prefix.
+    size_t keep = 0, offset = 0;
+    if (cache && !cache->ends.empty() && cache->tokens.size() == cache->ends.size() && !cache->tokens.empty() &&
+        (cache->tokens[0] == vocab_.bos()) == bos) {
+        const size_t lcp = size_t(std::mismatch(text.begin(), text.end(), cache->text.begin(), cache->text.end()).first - text.begin());
+        for (size_t i = cache->tokens.size(); i-- > (bos ? 1 : 0);) {
+            const TokenAttr a = vocab_.attr(cache->tokens[i]);
+            if (cache->ends[i] <= lcp && (a == TokenAttr::Control || a == TokenAttr::UserDefined)) {
+                keep = i + 1;
+                offset = cache->ends[i];
+                break;
+            }
+        }
+    }
+    if (keep > 0) ids.assign(cache->tokens.begin(), cache->tokens.begin() + long(keep));
+    const auto body = vocab_.encode(std::string_view(text).substr(offset), true);
     ids.insert(ids.end(), body.begin(), body.end());
+    if (cache) {
+        // Token ends for the new part; byte-level vocabularies give back the text exactly, others
+        // (SentencePiece adds and rewrites spaces) leave the offsets unknown and the cache unused.
+        std::vector<size_t> ends(cache->ends.begin(), cache->ends.begin() + long(keep));
+        if (keep == 0 && bos) ends.push_back(0);
+        size_t at = offset;
+        for (size_t i = ends.size(); i < ids.size(); ++i) ends.push_back(at += vocab_.piece(ids[i], true).size());
+        const bool exact = vocab_.kind() == VocabKind::Bpe && at == text.size();
+        cache->reused = keep;
+        cache->text = std::move(text);
+        cache->tokens = ids;
+        cache->ends = exact ? std::move(ends) : std::vector<size_t>();
+    }
     return ids;
 }
 

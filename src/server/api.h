@@ -47,6 +47,17 @@ struct Limits {
     size_t max_stop = 16;
 };
 
+// The prompt a session rendered last and its tokens, so that its next turn tokenizes only the
+// text after the last control token the two prompts share (a 40 KB agent prompt then costs the
+// tokenizer just the new messages). Control tokens split the text before the tokenizer runs, so
+// what follows one is tokenized the same whatever precedes it: the result is exact.
+struct PromptCache {
+    std::string text;
+    std::vector<TokenId> tokens;
+    std::vector<size_t> ends;  // where each token ends in `text`; empty when unknown
+    size_t reused = 0;         // tokens taken from the cache by the last call (a statistic)
+};
+
 // What the API needs to know about the model being served.
 class ModelContext {
 public:
@@ -57,7 +68,7 @@ public:
     const Vocab& vocab() const { return vocab_; }
     // Renders messages (and tools) through the chat template and tokenizes the result, control
     // tokens included; BOS in front when the vocabulary wants one and the template gave none.
-    std::vector<TokenId> chat_prompt(const json& messages, const json& tools) const;
+    std::vector<TokenId> chat_prompt(const json& messages, const json& tools, PromptCache* cache = nullptr) const;
     std::vector<TokenId> text_prompt(std::string_view text) const;
     std::vector<TokenId> fim_prompt(std::string_view prefix, std::string_view suffix) const;
 

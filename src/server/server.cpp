@@ -328,6 +328,7 @@ struct Server::Impl {
     // The most recently used kLocalResponses are kept.
     struct LocalResponses {
         static constexpr size_t kLocalResponses = 64;
+        PromptCache prompt;  // the connection's last prompt, for incremental tokenization
         std::list<std::pair<std::string, json>> items;  // (id, context), most recent first
         void put(const std::string& id, json context) {
             items.emplace_front(id, std::move(context));
@@ -386,7 +387,7 @@ struct Server::Impl {
         const std::string& instructions = rr.instructions;
         const json messages = items_to_messages(context, instructions);
         job.tools = !rr.tools.empty();
-        job.prompt = model.chat_prompt(messages, rr.tools);
+        job.prompt = model.chat_prompt(messages, rr.tools, local ? &local->prompt : nullptr);
         job.params = std::move(rr.params);
         job.store = rr.store;
         job.stream = rr.stream;
