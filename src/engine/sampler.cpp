@@ -38,44 +38,55 @@ TokenId Sampler::sample(std::span<const float> logits, std::span<const TokenId> 
         return cand_[best].id;
     }
 
+    // The truncations (top-k, top-p, min-p) need candidates in order of logit, but only as far
+    // as the cuts reach: a prefix is sorted and grown until it holds them, so that a 150K
+    // vocabulary is not sorted for every token. The kept set and its order are exactly those a
+    // full sort gives.
     auto by_logit = [](const Cand& a, const Cand& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
-    size_t n = cand_.size();
-    if (p_.top_k > 0 && size_t(p_.top_k) < n) {
-        std::partial_sort(cand_.begin(), cand_.begin() + p_.top_k, cand_.end(), by_logit);
-        n = size_t(p_.top_k);
-    } else {
-        std::sort(cand_.begin(), cand_.end(), by_logit);
-    }
+    const size_t total = cand_.size();
+    const bool top_k = p_.top_k > 0 && size_t(p_.top_k) < total;
+    const size_t k = top_k ? size_t(p_.top_k) : total;
+    if (top_k) std::partial_sort(cand_.begin(), cand_.begin() + long(k), cand_.end(), by_logit);
+    float mx = cand_[0].logit;
+    if (!top_k)
+        for (const Cand& c : cand_) mx = std::max(mx, c.logit);
+    const bool cut = p_.top_p < 1.0f || p_.min_p > 0.0f;
 
-    // Probabilities at temperature 1 for the truncations, as llama.cpp applies them.
-    std::vector<float> prob(n);
-    const float mx = cand_[0].logit;
-    float sum = 0;
-    for (size_t i = 0; i < n; ++i) sum += (prob[i] = std::exp(cand_[i].logit - mx));
-    for (auto& p : prob) p /= sum;
-
-    if (p_.top_p < 1.0f) {
-        float cum = 0;
-        for (size_t i = 0; i < n; ++i) {
-            cum += prob[i];
-            if (cum >= p_.top_p) {
-                n = i + 1;
+    size_t n = k;
+    if (cut) {
+        // Probabilities at temperature 1 over the top-k set, as llama.cpp applies them.
+        double sum = 0;
+        for (size_t i = 0; i < k; ++i) sum += std::exp(double(cand_[i].logit - mx));
+        const double floor = p_.min_p > 0.0f ? double(p_.min_p) : -1.0;  // relative to the top probability, 1 after scaling
+        for (size_t m = top_k ? k : std::min<size_t>(k, 256), sorted = top_k ? k : 0;;) {
+            if (m > sorted) {
+                std::partial_sort(cand_.begin() + long(sorted), cand_.begin() + long(m), cand_.end(), by_logit);
+                sorted = m;
+            }
+            // top-p first, then min-p within what it kept.
+            size_t found = 0;
+            double cum = 0;
+            for (size_t i = 0; i < m && !found; ++i) {
+                const double rel = std::exp(double(cand_[i].logit - mx));
+                if (rel < floor) found = i;  // min-p cuts here (i >= 1: the top has rel 1)
+                else if (p_.top_p < 1.0f && (cum += rel / sum) >= double(p_.top_p)) found = i + 1;
+            }
+            if (found || m == k) {
+                n = found ? std::max<size_t>(found, 1) : k;
                 break;
             }
+            m = std::min(k, m * 4);
         }
     }
-    if (p_.min_p > 0.0f) {
-        const float floor = prob[0] * p_.min_p;
-        size_t keep = 1;
-        while (keep < n && prob[keep] >= floor) ++keep;
-        n = keep;
-    }
 
-    sum = 0;
-    for (size_t i = 0; i < n; ++i) sum += (prob[i] = std::exp((cand_[i].logit - mx) / p_.temperature));
+    // The draw, at the temperature, over the kept candidates in order; with nothing cut, over
+    // the whole vocabulary in id order (the same distribution, without sorting it).
+    prob_.resize(n);
+    float sum = 0;
+    for (size_t i = 0; i < n; ++i) sum += (prob_[i] = std::exp((cand_[i].logit - mx) / p_.temperature));
     float r = uniform() * sum;
     for (size_t i = 0; i < n; ++i) {
-        r -= prob[i];
+        r -= prob_[i];
         if (r < 0) return cand_[i].id;
     }
     return cand_[n - 1].id;

@@ -40,6 +40,7 @@ private:
         float logit;
     };
     std::vector<Cand> cand_;
+    std::vector<float> prob_;
 };
 
 }  // namespace celer
