@@ -203,12 +203,41 @@ struct Server::Impl {
         return g;
     }
 
-    // Runs a generation to its end, handing each piece of output to `on_chunk`; a failure while
-    // sending (the client went away) cancels it. Records the latency histograms.
+    // Cancels `g` as soon as the peer closes or resets `sock`, even while nothing is being
+    // written (a long prompt, a request that is not streamed). Waits for readability and peeks:
+    // bytes of a next request are left for the connection to read.
+    struct PeerWatch {
+        bool running = true;  // the generation has not ended: the socket still exists
+        bool gone = false;    // the peer closed
+    };
+    void watch_peer(tcp::socket& sock, const std::shared_ptr<Generation>& g, const std::shared_ptr<PeerWatch>& pw) {
+        sock.async_wait(tcp::socket::wait_read, [this, &sock, g, pw](const boost::system::error_code& ec) {
+            if (ec || !pw->running) return;
+            char c;
+            boost::system::error_code rec;
+            const size_t n = sock.receive(net::buffer(&c, 1), tcp::socket::message_peek, rec);
+            if (rec || n == 0) {
+                g->cancel();
+                pw->gone = true;
+                ++disconnects;
+            }
+        });
+    }
+
+    // Runs a generation to its end, handing each piece of output to `on_chunk`; a peer that
+    // goes away (a failed write, or a close seen by watch_peer) cancels it. Records the latency
+    // histograms.
     template <typename F>
-    awaitable<void> drive(Generation& g, Waiter& w, F on_chunk) {
+    awaitable<void> drive(const std::shared_ptr<Generation>& gp, tcp::socket& sock, Waiter& w, F on_chunk) {
+        Generation& g = *gp;
         auto last = clock_type::now();
         bool first = true;
+        auto pw = std::make_shared<PeerWatch>();
+        struct Done {
+            PeerWatch& pw;
+            ~Done() { pw.running = false; }
+        } done_guard{*pw};
+        watch_peer(sock, gp, pw);
         try {
             for (;;) {
                 Generation::Chunk c;
@@ -225,7 +254,7 @@ struct Server::Impl {
             }
         } catch (...) {
             g.cancel();
-            ++disconnects;
+            if (!pw->gone) ++disconnects;
             throw;
         }
     }
@@ -279,13 +308,14 @@ struct Server::Impl {
     // Streams payloads as SSE, or collects the output and sends the object (Chat Completions
     // and Completions alike).
     template <typename Output>
-    awaitable<void> reply(beast::tcp_stream& s, const Request& req, bool stream, Generation& g, Waiter& w, Output& out,
-                          std::vector<std::string> first) {
+    awaitable<void> reply(beast::tcp_stream& s, const Request& req, bool stream, const std::shared_ptr<Generation>& gp, Waiter& w,
+                          Output& out, std::vector<std::string> first) {
+        Generation& g = *gp;
         if (stream) {
             Sse sse{s};
             co_await sse.start(req);
             for (const auto& p : first) co_await sse.data(p);
-            co_await drive(g, w, [&](Generation::Chunk& c, bool done) -> awaitable<void> {
+            co_await drive(gp, s.socket(), w, [&](Generation::Chunk& c, bool done) -> awaitable<void> {
                 for (const auto& p : out.add(c)) co_await sse.data(p);
                 if (!done) co_return;
                 for (const auto& p : out.finish_stream(g)) co_await sse.data(p);
@@ -293,7 +323,7 @@ struct Server::Impl {
             });
             co_return;
         }
-        co_await drive(g, w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
+        co_await drive(gp, s.socket(), w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
             out.add(c);
             co_return;
         });
@@ -309,7 +339,7 @@ struct Server::Impl {
         auto w = std::make_shared<Waiter>(s.get_executor());
         auto g = start(std::move(cr.prompt), std::move(cr.params), w, "messages");
         std::vector<std::string> first(1, out.first_chunk());
-        co_await reply(s, req, cr.stream, *g, *w, out, std::move(first));
+        co_await reply(s, req, cr.stream, g, *w, out, std::move(first));
     }
 
     awaitable<void> completions(beast::tcp_stream& s, const Request& req) {
@@ -318,7 +348,7 @@ struct Server::Impl {
         CompletionOutput out(model.id(), cr.params.logprobs >= 0, cr.include_usage, cr.echo ? cr.prompt_text : std::string());
         auto w = std::make_shared<Waiter>(s.get_executor());
         auto g = start(std::move(cr.prompt), std::move(cr.params), w, "prompt");
-        co_await reply(s, req, cr.stream, *g, *w, out, out.start());
+        co_await reply(s, req, cr.stream, g, *w, out, out.start());
     }
 
     // ---- Responses ---------------------------------------------------------------------------
@@ -426,7 +456,7 @@ struct Server::Impl {
     // is in job.response when it returns; the conversation through it is remembered (`local`,
     // and the store when asked).
     template <typename Emit>
-    awaitable<void> run_response(ResponseJob& job, LocalResponses* local, Emit emit) {
+    awaitable<void> run_response(ResponseJob& job, tcp::socket& sock, LocalResponses* local, Emit emit) {
         Generation& g = *job.g;
         running[job.id] = job.g;
         struct Erase {
@@ -437,7 +467,7 @@ struct Server::Impl {
 
         ResponseOutput out(std::move(job.response), job.tools);
         for (const json& e : out.start()) co_await emit(e);
-        co_await drive(g, *job.w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
+        co_await drive(job.g, sock, *job.w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
             for (const json& e : out.add(c)) co_await emit(e);
         });
         const std::vector<json> last = out.finish(g);
@@ -462,14 +492,14 @@ struct Server::Impl {
         if (job.stream) {
             Sse sse{s};
             co_await sse.start(req);
-            co_await run_response(job, nullptr, [&](const json& e) -> awaitable<void> {
+            co_await run_response(job, s.socket(), nullptr, [&](const json& e) -> awaitable<void> {
                 const std::string& type = e["type"].get_ref<const std::string&>();
                 co_await sse.data(dump(e), type);
             });
             co_await sse.end();
             co_return;
         }
-        co_await run_response(job, nullptr, [](const json&) -> awaitable<void> { co_return; });
+        co_await run_response(job, s.socket(), nullptr, [](const json&) -> awaitable<void> { co_return; });
         co_await send_json(s, req, 200, job.response);
     }
 
@@ -523,7 +553,7 @@ struct Server::Impl {
                 if (body.contains("response") && body["response"].is_object()) body = body["response"];  // the beta envelope
                 ResponseJob job = prepare_response(body, &local);
                 begin(job, sock.get_executor());
-                co_await run_response(job, &local, [&](const json& e) -> awaitable<void> { co_await send(e); });
+                co_await run_response(job, sock.next_layer().socket(), &local, [&](const json& e) -> awaitable<void> { co_await send(e); });
             } catch (const ApiError& e) {
                 err = e;
             } catch (const Error& e) {

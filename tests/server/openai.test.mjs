@@ -6,6 +6,7 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
@@ -292,6 +293,54 @@ describe('fill-in-the-middle and long generations (synthetic Qwen2)', () => {
     // The slot is free for the next request.
     const r = await qa.completions.create({ model: 'tq.gguf', prompt: 'hello', max_tokens: 2 });
     assert.equal(r.usage.completion_tokens, 2);
+  });
+
+  // A request that is not streamed writes nothing until it ends: its client going away is seen
+  // by the server watching the socket, and the generation is cancelled at once all the same.
+  test('aborting a request that is not streamed cancels it too', T, async () => {
+    const m0 = await metrics(Q);
+    const ac = new AbortController();
+    const pending = qa.chat.completions.create(
+      { model: 'tq.gguf', messages: storyChat, max_tokens: 3000, temperature: 1, seed: 2 },
+      { signal: ac.signal },
+    );
+    await waitMetrics(Q, (m) => m.get('celer_generations_running') === 1);
+    ac.abort();
+    await assert.rejects(pending, OpenAI.APIUserAbortError);
+    const key = 'celer_generations_cancelled_total';
+    const m1 = await waitMetrics(Q, (m) => m.get('celer_generations_running') === 0 && m.get(key) > m0.get(key));
+    assert.equal(m1.get('celer_generations_running'), 0, 'the generation still runs 2 s after the client left');
+    assert.equal(m1.get(key), m0.get(key) + 1);
+    assert.equal(m1.get('celer_disconnects_total'), m0.get('celer_disconnects_total') + 1);
+  });
+});
+
+// ---- 8b. A slow reader ----
+// A client that stops reading its stream must not stall anyone else: the server keeps
+// generating into that connection's buffer while another client's request is served.
+describe('a slow reader', () => {
+  let S2;
+  before(async () => {
+    S2 = await startServer({ model: synthQwen(), args: ['-np', '2', '-c', '4096'] });
+  });
+  after(async () => {
+    assert.deepEqual(await S2?.stop(), { code: 0, signal: null });
+  });
+
+  test('does not stall another client', T, async () => {
+    const body = JSON.stringify({ messages: [{ role: 'user', content: 'go' }], stream: true, max_tokens: 3000, temperature: 1, seed: 3 });
+    const sock = net.connect(S2.port, '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    sock.pause(); // never read: the kernel's buffers fill, the server's writes to it wait
+    // It has produced far more than a socket buffer holds before the other request starts.
+    const m = await waitMetrics(S2, (x) => x.get('celer_generated_tokens_total') > 1000, 10_000);
+    assert.ok(m.get('celer_generated_tokens_total') > 1000);
+    const t0 = Date.now();
+    const r = await client(S2).chat.completions.create({ model: 'tq.gguf', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 });
+    assert.equal(r.usage.completion_tokens, 8);
+    assert.ok(Date.now() - t0 < 5000, 'the second client waited on the first');
+    sock.destroy();
   });
 });
 
