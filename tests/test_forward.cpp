@@ -212,6 +212,33 @@ TEST(Forward, BatchedSequencesMatchSeparateRuns) {
     }
 }
 
+// A prefix copied from another sequence's cache is that sequence's computation: continuing
+// from it gives the same logits, bit for bit, in both element types and in a cache of another
+// length.
+TEST(Forward, CopiedPrefixContinuesExactly) {
+    const auto model = load_model(test::synth_model("tiny-qwen2", "q8_0"));
+    const auto tokens = test_tokens(model->hp.n_vocab);
+    for (const KvType kv : {KvType::F16, KvType::F32}) {
+        ThreadPool pool(2);
+        CpuForward fwd(*model, pool, kernels::select_kernels(), 64, kv);
+        KvCache a = fwd.make_cache(64), b = fwd.make_cache(100);
+        std::vector<float> want, got;
+        const SeqTokens all[] = {{&a, std::span(tokens).first(40)}};
+        fwd.eval_batch(all, want);
+        KvCache warm = fwd.make_cache(64);
+        const SeqTokens first[] = {{&warm, std::span(tokens).first(30)}};
+        fwd.eval_batch(first, got);
+        b.copy_prefix(warm, 25);
+        EXPECT_EQ(b.n_past(), 25u);
+        const SeqTokens rest[] = {{&b, std::span(tokens).subspan(25, 15)}};
+        fwd.eval_batch(rest, got);
+        EXPECT_EQ(got, want) << kv_type_name(kv);
+        EXPECT_THROW(b.copy_prefix(warm, 31), Error) << "beyond what the source holds";
+        EXPECT_THROW(b.copy_prefix(b, 1), Error);
+        EXPECT_EQ(b.n_past(), 40u) << "a refused copy changes nothing";
+    }
+}
+
 TEST(Forward, BatchRefusalsChangeNothing) {
     const auto model = load_model(test::synth_model("tiny-llama", "f32", 1));
     ThreadPool pool(1);

@@ -206,6 +206,40 @@ TEST_F(ServerModel, BatchedGenerationsMatchGeneratingAlone) {
     EXPECT_LT(sched.stats().steps.load(), 4u * 41u) << "decode steps were shared";
 }
 
+// A request whose prefix another (running) slot already computed gets it copied into its own
+// slot, and its text is still exactly what it gets from an empty cache.
+TEST_F(ServerModel, PrefixFromAnotherSlotIsCopiedExactly) {
+    const std::string prefix = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her friends.";
+    const std::string b_prompt = prefix + " One day";
+    std::string alone;
+    {
+        EngineOptions eo;
+        eo.n_threads = 2;
+        Engine solo(stories(), eo);
+        SamplerParams sp;
+        sp.temperature = 0;
+        solo.generate(solo.tokenize(b_prompt, true), 30, sp, [&](std::string_view t) {
+            alone += t;
+            return true;
+        });
+    }
+    Scheduler sched(*engine_, {.n_slots = 2, .slot_ctx = 1024});
+    GenParams gp;
+    gp.sampler.temperature = 0;
+    gp.max_tokens = 900;  // long enough to be still running when B arrives
+    auto a = std::make_shared<Generation>(engine_->tokenize(prefix + " The sun", true), gp);
+    sched.submit(a);
+    while (a->completion_tokens() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // A's prompt is in its slot
+    gp.max_tokens = 30;
+    auto b = std::make_shared<Generation>(engine_->tokenize(b_prompt, true), gp);
+    sched.submit(b);
+    EXPECT_EQ(run_to_end(*b), alone);
+    EXPECT_GE(b->cached_tokens() + 3, engine_->tokenize(prefix, true).size()) << "the shared prefix was not recomputed";
+    EXPECT_GT(sched.stats().copied_tokens.load(), 20u);
+    a->cancel();
+    run_to_end(*a);
+}
+
 TEST_F(ServerModel, StopStringsEndTheTextBeforeThem) {
     Scheduler sched(*engine_, {.n_slots = 1, .slot_ctx = 128});
     GenParams gp;

@@ -30,7 +30,7 @@ KvType parse_kv_type(std::string_view name) {
 const char* kv_type_name(KvType t) { return t == KvType::F16 ? "f16" : "f32"; }
 
 KvCache::KvCache(const HParams& hp, uint32_t n_ctx, KvType kv)
-    : kv_(kv), n_ctx_(n_ctx), bytes_per_token_(size_t(hp.n_layer) * (hp.kv_dim() + hp.v_dim()) * (kv == KvType::F16 ? 2 : 4)) {
+    : kv_(kv), n_ctx_(n_ctx), kv_heads_(hp.n_head_kv), bytes_per_token_(size_t(hp.n_layer) * (hp.kv_dim() + hp.v_dim()) * (kv == KvType::F16 ? 2 : 4)) {
     if (kv == KvType::F16) {
         k16_.assign(hp.n_layer, std::vector<uint16_t>(size_t(n_ctx) * hp.kv_dim()));
         v16_.assign(hp.n_layer, std::vector<uint16_t>(size_t(n_ctx) * hp.v_dim()));
@@ -38,6 +38,29 @@ KvCache::KvCache(const HParams& hp, uint32_t n_ctx, KvType kv)
         k_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.kv_dim()));
         v_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.v_dim()));
     }
+}
+
+void KvCache::copy_prefix(const KvCache& src, uint32_t n) {
+    if (&src == this) throw Error("copy_prefix: a cache onto itself");
+    if (src.kv_ != kv_ || src.n_layers() != n_layers() || src.bytes_per_token_ != bytes_per_token_)
+        throw Error("copy_prefix: caches of different shapes");
+    if (n > src.n_past_ || n > n_ctx_) throw Error(fmt::format("copy_prefix: {} positions from a cache of {} into one of {}", n, src.n_past_, n_ctx_));
+    // Head-major: per layer and KV head, the first n rows of its run of n_ctx rows.
+    const auto copy = [&](const auto& from, auto& to) {
+        for (size_t l = 0; l < from.size(); ++l) {
+            const size_t row = from[l].size() / src.n_ctx_ / kv_heads_, heads = kv_heads_;
+            for (size_t h = 0; h < heads; ++h)
+                std::copy_n(from[l].data() + h * src.n_ctx_ * row, size_t(n) * row, to[l].data() + h * n_ctx_ * row);
+        }
+    };
+    if (kv_ == KvType::F16) {
+        copy(src.k16_, k16_);
+        copy(src.v16_, v16_);
+    } else {
+        copy(src.k_, k_);
+        copy(src.v_, v_);
+    }
+    n_past_ = n;
 }
 
 CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx, KvType kv)

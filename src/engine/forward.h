@@ -39,11 +39,16 @@ public:
     void reset() { n_past_ = 0; }
     // Forgets every position from n on (n <= n_past()).
     void truncate(uint32_t n) { n_past_ = n < n_past_ ? n : n_past_; }
+    // Becomes the first n positions of `src` (same model and element type; n at most
+    // src.n_past() and this cache's n_ctx()): a prefix another sequence computed, copied instead
+    // of recomputed. Throws celer::Error (changing nothing) otherwise.
+    void copy_prefix(const KvCache& src, uint32_t n);
 
 private:
     friend class CpuForward;
     KvType kv_;
     uint32_t n_ctx_;
+    uint32_t kv_heads_;
     uint32_t n_past_ = 0;
     size_t bytes_per_token_;
     std::vector<std::vector<float>> k_, v_;

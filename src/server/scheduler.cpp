@@ -142,18 +142,37 @@ bool Scheduler::admit() {
             stats_.cancelled++;
             continue;
         }
+        const auto& p = g->prompt_;
+        const auto lcp_of = [&](const Slot& s) {
+            const size_t n = std::min(s.tokens.size(), p.size());
+            size_t lcp = 0;
+            while (lcp < n && s.tokens[lcp] == p[lcp]) ++lcp;
+            return lcp;
+        };
         Slot* best = nullptr;
         size_t best_lcp = 0;
+        Slot* donor = nullptr;  // any slot, running or not, holding a longer prefix of the prompt
+        size_t donor_lcp = 0;
         for (auto& s : slots_) {
+            const size_t lcp = lcp_of(*s);
+            if (lcp > donor_lcp) {
+                donor = s.get();
+                donor_lcp = lcp;
+            }
             if (s->gen) continue;
-            const auto& p = g->prompt_;
-            const size_t n = std::min(s->tokens.size(), p.size());
-            size_t lcp = 0;
-            while (lcp < n && s->tokens[lcp] == p[lcp]) ++lcp;
             if (!best || lcp > best_lcp || (lcp == best_lcp && s->last_used < best->last_used)) {
                 best = s.get();
                 best_lcp = lcp;
             }
+        }
+        // Another slot computed more of this prompt: copy its prefix rather than recompute it
+        // (a memcpy of the KV rows, orders of magnitude cheaper than their prefill).
+        if (best && donor && donor != best && donor_lcp >= best_lcp + kMinCopy) {
+            const size_t n = std::min(donor_lcp, p.size() - 1);
+            best->cache.copy_prefix(donor->cache, uint32_t(n));
+            best->tokens.assign(donor->tokens.begin(), donor->tokens.begin() + long(n));
+            best_lcp = n;
+            stats_.copied_tokens += n;
         }
         if (!best) break;
         queue_.pop_front();

@@ -1,6 +1,7 @@
 // The server's engine loop: one thread owns the forward pass and a fixed set of slots (one KV
 // cache each). Requests wait in a queue, take the idle slot whose cached tokens share the
-// longest prefix with their prompt (so a conversation's next turn prefills only what is new),
+// longest prefix with their prompt (so a conversation's next turn prefills only what is new;
+// a longer prefix held by any other slot is copied over rather than recomputed),
 // and then every step runs all decoding slots plus prompt chunks of the others as one batch
 // (continuous batching, chunked prefill). Output goes to a Generation that a connection reads
 // from another thread; cancelling one stops it before the next step.
@@ -93,6 +94,7 @@ struct SchedulerOptions {
 // Counters for /metrics, read without locks.
 struct SchedulerStats {
     std::atomic<uint64_t> prompt_tokens{0}, cached_tokens{0}, prefilled_tokens{0}, generated_tokens{0};
+    std::atomic<uint64_t> copied_tokens{0};  // cached tokens copied from another slot
     std::atomic<uint64_t> steps{0}, finished{0}, cancelled{0};
     std::atomic<int> active{0}, waiting{0};
 };
@@ -118,6 +120,7 @@ private:
     struct Slot;
     void loop();
     bool admit();  // under mu_
+    static constexpr size_t kMinCopy = 32;  // a shorter gain is not worth copying a prefix
     void step();
     void sample(Slot& s, const float* logits);
     void release(Slot& s, Finish f, std::string error = {});

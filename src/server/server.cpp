@@ -286,6 +286,7 @@ struct Server::Impl {
         };
         counter("celer_prompt_tokens_total", "Prompt tokens of admitted requests.", st.prompt_tokens.load());
         counter("celer_cached_tokens_total", "Prompt tokens found in a slot's cache (not prefilled).", st.cached_tokens.load());
+        counter("celer_copied_prefix_tokens_total", "Cached prompt tokens copied from another slot's cache.", st.copied_tokens.load());
         counter("celer_prefilled_tokens_total", "Prompt tokens run through the model.", st.prefilled_tokens.load());
         counter("celer_generated_tokens_total", "Tokens generated.", st.generated_tokens.load());
         counter("celer_steps_total", "Batched forward steps.", st.steps.load());
