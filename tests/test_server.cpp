@@ -240,6 +240,47 @@ TEST_F(ServerModel, PrefixFromAnotherSlotIsCopiedExactly) {
     run_to_end(*a);
 }
 
+// Requests arriving together with a shared prefix: the first computes it, the others wait for
+// it and copy it, so it is prefilled once; every text is still exactly its solo text.
+TEST_F(ServerModel, ConcurrentSharedPrefixIsComputedOnce) {
+    std::string prefix = "Once upon a time";
+    for (int i = 0; i < 12; ++i) prefix += " there was a little dog who liked to run in the big green park";
+    const std::vector<std::string> tails = {" and then", " but one day", " so the cat", " until the rain"};
+    std::vector<std::string> alone;
+    {
+        EngineOptions eo;
+        eo.n_threads = 2;
+        eo.n_ctx = 512;
+        Engine solo(stories(), eo);
+        for (const auto& t : tails) {
+            SamplerParams sp;
+            sp.temperature = 0;
+            std::string out;
+            solo.generate(solo.tokenize(prefix + t, true), 16, sp, [&](std::string_view x) {
+                out += x;
+                return true;
+            });
+            alone.push_back(out);
+        }
+    }
+    Scheduler sched(*engine_, {.n_slots = 4, .slot_ctx = 512});
+    std::vector<std::shared_ptr<Generation>> gens;
+    size_t prompt_total = 0;
+    for (const auto& t : tails) {
+        GenParams gp;
+        gp.sampler.temperature = 0;
+        gp.max_tokens = 16;
+        gens.push_back(std::make_shared<Generation>(engine_->tokenize(prefix + t, true), gp));
+        prompt_total += gens.back()->prompt_tokens();
+    }
+    for (auto& g : gens) sched.submit(g);
+    for (size_t i = 0; i < gens.size(); ++i) EXPECT_EQ(run_to_end(*gens[i]), alone[i]) << tails[i];
+    const size_t shared = engine_->tokenize(prefix, true).size();
+    EXPECT_GT(shared, 150u);
+    EXPECT_LT(sched.stats().prefilled_tokens.load(), prompt_total - 2 * shared) << "the shared prefix was computed more than twice";
+    EXPECT_LE(sched.stats().prefilled_tokens.load(), shared + 4 * 16) << "computed once, plus each tail";
+}
+
 TEST_F(ServerModel, StopStringsEndTheTextBeforeThem) {
     Scheduler sched(*engine_, {.n_slots = 1, .slot_ctx = 128});
     GenParams gp;

@@ -130,56 +130,75 @@ size_t Scheduler::kv_bytes_in_use() const {
     return n * slots_[0]->cache.bytes_per_token();
 }
 
+namespace {
+
+size_t common_prefix(std::span<const TokenId> a, std::span<const TokenId> b) {
+    const size_t n = std::min(a.size(), b.size());
+    size_t i = 0;
+    while (i < n && a[i] == b[i]) ++i;
+    return i;
+}
+
+}  // namespace
+
 // Gives waiting generations idle slots, each the one whose cache shares the longest prefix with
-// its prompt (least recently used among equals, so that a cold request evicts the oldest).
+// its prompt (least recently used among equals, so that a cold request evicts the oldest). When
+// another slot holds more of the prompt, those rows are copied over; when another slot is still
+// prefilling a prefix this prompt shares, the request waits for it (requests behind it in the
+// queue may go first) rather than computing the same tokens a second time.
 bool Scheduler::admit() {
     bool any = false;
-    while (!queue_.empty()) {
-        std::shared_ptr<Generation> g = queue_.front();
+    for (auto it = queue_.begin(); it != queue_.end();) {
+        std::shared_ptr<Generation> g = *it;
         if (g->cancelled()) {
-            queue_.pop_front();
+            it = queue_.erase(it);
             g->end(Finish::Cancelled);
             stats_.cancelled++;
             continue;
         }
-        const auto& p = g->prompt_;
-        const auto lcp_of = [&](const Slot& s) {
-            const size_t n = std::min(s.tokens.size(), p.size());
-            size_t lcp = 0;
-            while (lcp < n && s.tokens[lcp] == p[lcp]) ++lcp;
-            return lcp;
-        };
+        const std::span<const TokenId> p = g->prompt_;
         Slot* best = nullptr;
         size_t best_lcp = 0;
         Slot* donor = nullptr;  // any slot, running or not, holding a longer prefix of the prompt
         size_t donor_lcp = 0;
+        size_t coming = 0;  // the longest prefix a slot is prefilling now and has not reached yet
         for (auto& s : slots_) {
-            const size_t lcp = lcp_of(*s);
+            const size_t lcp = common_prefix(s->tokens, p);
             if (lcp > donor_lcp) {
                 donor = s.get();
                 donor_lcp = lcp;
             }
-            if (s->gen) continue;
+            if (s->gen) {
+                if (s->next < 0) {
+                    const size_t shared = common_prefix(s->gen->prompt_, p);
+                    if (shared > s->prompt_done) coming = std::max(coming, shared);
+                }
+                continue;
+            }
             if (!best || lcp > best_lcp || (lcp == best_lcp && s->last_used < best->last_used)) {
                 best = s.get();
                 best_lcp = lcp;
             }
         }
+        if (!best) break;
+        if (coming > std::max(donor_lcp, best_lcp)) {
+            ++it;  // more of its prefix is being computed: wait, then copy it
+            continue;
+        }
         // Another slot computed more of this prompt: copy its prefix rather than recompute it
         // (a memcpy of the KV rows, orders of magnitude cheaper than their prefill).
-        if (best && donor && donor != best && donor_lcp >= best_lcp + kMinCopy) {
+        if (donor && donor != best && donor_lcp >= best_lcp + kMinCopy) {
             const size_t n = std::min(donor_lcp, p.size() - 1);
             best->cache.copy_prefix(donor->cache, uint32_t(n));
             best->tokens.assign(donor->tokens.begin(), donor->tokens.begin() + long(n));
             best_lcp = n;
             stats_.copied_tokens += n;
         }
-        if (!best) break;
-        queue_.pop_front();
+        it = queue_.erase(it);
         Slot& s = *best;
         // Keep the shared prefix, but at least the prompt's last token is run again: its logits
         // pick the first new token.
-        const size_t keep = std::min(best_lcp, g->prompt_.size() - 1);
+        const size_t keep = std::min(best_lcp, p.size() - 1);
         s.cache.truncate(uint32_t(keep));
         s.tokens.resize(keep);
         s.gen = g;
@@ -192,7 +211,7 @@ bool Scheduler::admit() {
         s.n_gen = 0;
         s.last_used = ++clock_;
         g->cached_.store(keep);
-        stats_.prompt_tokens += g->prompt_.size();
+        stats_.prompt_tokens += p.size();
         stats_.cached_tokens += keep;
         any = true;
     }
