@@ -188,7 +188,7 @@ export async function metrics(server, headers = {}) {
 }
 
 // Polls /metrics until `pred(map)` holds; returns the last map or throws after `ms`.
-export async function waitMetrics(server, pred, ms = 2000) {
+export async function waitMetrics(server, pred, ms = 5000) {
   const deadline = Date.now() + ms;
   let last;
   for (;;) {

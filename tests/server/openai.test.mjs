@@ -262,7 +262,7 @@ describe('fill-in-the-middle and long generations (synthetic Qwen2)', () => {
 
   // ---- 8. Client disconnect ----
   // A long streaming generation whose client aborts after the first content chunk is
-  // cancelled: the slot frees within 2 s and the cancel/disconnect counters move. (The random
+  // cancelled: the slot frees within 5 s and the cancel/disconnect counters move. (The random
   // model is most unlikely to sample its end token: only the cancel can end this early.)
   test('aborting a stream cancels the generation', T, async () => {
     const m0 = await metrics(Q);
@@ -286,7 +286,7 @@ describe('fill-in-the-middle and long generations (synthetic Qwen2)', () => {
     assert.equal(got, 1);
     const key = 'celer_generations_cancelled_total';
     const m1 = await waitMetrics(Q, (m) => m.get('celer_generations_running') === 0 && m.get(key) > m0.get(key));
-    assert.equal(m1.get('celer_generations_running'), 0, 'the generation still runs 2 s after the client left');
+    assert.equal(m1.get('celer_generations_running'), 0, 'the generation still runs 5 s after the client left');
     assert.equal(m1.get(key), m0.get(key) + 1);
     assert.equal(m1.get('celer_disconnects_total'), m0.get('celer_disconnects_total') + 1);
     assert.ok(m1.get('celer_generated_tokens_total') - m0.get('celer_generated_tokens_total') < 1000, 'it ran on long after the abort');
@@ -309,7 +309,7 @@ describe('fill-in-the-middle and long generations (synthetic Qwen2)', () => {
     await assert.rejects(pending, OpenAI.APIUserAbortError);
     const key = 'celer_generations_cancelled_total';
     const m1 = await waitMetrics(Q, (m) => m.get('celer_generations_running') === 0 && m.get(key) > m0.get(key));
-    assert.equal(m1.get('celer_generations_running'), 0, 'the generation still runs 2 s after the client left');
+    assert.equal(m1.get('celer_generations_running'), 0, 'the generation still runs 5 s after the client left');
     assert.equal(m1.get(key), m0.get(key) + 1);
     assert.equal(m1.get('celer_disconnects_total'), m0.get('celer_disconnects_total') + 1);
   });
@@ -339,7 +339,7 @@ describe('a slow reader', () => {
     const t0 = Date.now();
     const r = await client(S2).chat.completions.create({ model: 'tq.gguf', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 });
     assert.equal(r.usage.completion_tokens, 8);
-    assert.ok(Date.now() - t0 < 5000, 'the second client waited on the first');
+    assert.ok(Date.now() - t0 < 10_000, 'the second client waited on the first');
     sock.destroy();
   });
 });
