@@ -1,0 +1,116 @@
+// Agent-session benchmark (issue #6): one conversation that starts with a long prompt and grows
+// by a chunk of "tool output" every turn, as a coding agent's does; each turn asks for one token.
+// Reports each turn's time to first token against what prefilling only the new tokens should
+// cost (new tokens / prefill rate + one decode step, rates from `celer bench` on the same file),
+// and the tokens computed against a server without reuse, beside llama-server if given.
+//
+//   node bench/agent_session.mjs --celer build/celer --model FILE [--llama-server PATH]
+//        [--turns 20] [--start-words 8000] [--turn-words 500] [--threads 2]
+import { spawn, spawnSync } from 'node:child_process';
+import http from 'node:http';
+
+const arg = (name, def) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : def;
+};
+const celer = arg('celer', 'build/celer');
+const model = arg('model', '');
+const llamaServer = arg('llama-server', '');
+const turns = Number(arg('turns', 20));
+const startWords = Number(arg('start-words', 8000));
+const turnWords = Number(arg('turn-words', 500));
+const threads = arg('threads', '2');
+
+const vocab = ['def', 'return', 'self', 'value', 'for', 'in', 'range', 'if', 'else', 'import', 'os', 'path', 'list', 'dict', '(', ')', ':', '=', 'x', 'y'];
+let seed = 1;
+const text = (n) => Array.from({ length: n }, (_, i) => vocab[(seed = (seed * 1103515245 + 12345) % 2147483648) % vocab.length] + (i % 12 === 11 ? '\n' : '')).join(' ');
+const system = text(startWords);
+const outputs = Array.from({ length: turns }, (_, i) => `Tool output ${i}:\n${text(turnWords)}`);
+
+function start(cmd, args, ready) {
+  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let log = '';
+    const on = (d) => {
+      log += d;
+      const m = ready(log);
+      if (m) resolve({ proc: p, port: m });
+    };
+    p.stdout.on('data', on);
+    p.stderr.on('data', on);
+    p.on('exit', (code) => reject(new Error(`${cmd} exited (${code}): ${log.slice(-2000)}`)));
+  });
+}
+
+function request(port, path, body, method = 'POST') {
+  const data = body ? JSON.stringify(body) : '';
+  return new Promise((resolve, reject) => {
+    const req = http.request({ port, path, method, agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } },
+      (res) => {
+        let s = '';
+        res.on('data', (d) => (s += d));
+        res.on('end', () => (res.statusCode === 200 ? resolve(s) : reject(new Error(`${res.statusCode}: ${s}`))));
+      });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+async function session(port) {
+  const messages = [{ role: 'system', content: system }];
+  const out = [];
+  for (let i = 0; i < turns; ++i) {
+    messages.push({ role: 'user', content: outputs[i] });
+    const t0 = performance.now();
+    const r = JSON.parse(await request(port, '/v1/chat/completions', { messages, max_tokens: 1, temperature: 0 }));
+    out.push({ ms: performance.now() - t0, prompt: r.usage.prompt_tokens, computed: r.timings?.prompt_n });
+    messages.push({ role: 'assistant', content: r.choices[0].message.content ?? '' });
+  }
+  return out;
+}
+
+// Rates of this file on this machine, for the expectation.
+const b = JSON.parse(spawnSync(celer, ['bench', '-m', model, '-t', threads, '--prompt', '512', '--gen', '16', '--json'], { encoding: 'utf8' }).stdout);
+const result = { model, turns, start_words: startWords, turn_words: turnWords, prefill_tok_s: b.prefill_tok_s, decode_tok_s: b.decode_tok_s, servers: {} };
+
+const report = (name, t) => {
+  const rows = t.map((x, i) => {
+    const fresh = i === 0 ? x.prompt : x.prompt - t[i - 1].prompt;  // tokens the turn added (incl. the reply)
+    const expect = (fresh / b.prefill_tok_s + 1 / b.decode_tok_s) * 1e3;
+    return { turn: i, prompt: x.prompt, new: fresh, computed: x.computed, ttft_ms: Math.round(x.ms), expected_ms: Math.round(expect), ratio: +(x.ms / expect).toFixed(2) };
+  });
+  const later = rows.slice(1);
+  result.servers[name] = {
+    turns: rows,
+    median_ttft_ms_turns_1_on: later.map((r) => r.ttft_ms).sort((a, c) => a - c)[Math.floor(later.length / 2)],
+    median_ratio_turns_1_on: later.map((r) => r.ratio).sort((a, c) => a - c)[Math.floor(later.length / 2)],
+    tokens_in_prompts: rows.reduce((s, r) => s + r.prompt, 0),
+    tokens_computed: rows.reduce((s, r) => s + (r.computed ?? 0), 0),
+  };
+};
+
+{
+  const s = await start(celer, ['serve', '-m', model, '--port', '0', '--store', 'none', '-t', threads, '-np', '1', '-c', '32768'],
+    (log) => Number(/listening on http:\/\/[^:]+:(\d+)/.exec(log)?.[1]) || 0);
+  report('celer', await session(s.port));
+  s.proc.kill('SIGTERM');
+  await new Promise((res) => s.proc.once('exit', res));
+}
+if (llamaServer) {
+  const port = 18960;
+  const s = await start(llamaServer, ['-m', model, '--port', String(port), '-t', threads, '-np', '1', '-c', '32768'],
+    (log) => (/server is listening|HTTP server listening/.test(log) ? port : 0));
+  for (;;) {
+    try {
+      await request(port, '/health', null, 'GET');
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  report('llama-server', await session(port));
+  s.proc.kill('SIGTERM');
+  await new Promise((res) => s.proc.once('exit', res));
+}
+if (llamaServer) result.median_ttft_llama_over_celer = result.servers['llama-server'].median_ttft_ms_turns_1_on / result.servers.celer.median_ttft_ms_turns_1_on;
+console.log(JSON.stringify(result, null, 1));
