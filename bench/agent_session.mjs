@@ -6,13 +6,10 @@
 //
 //   node bench/agent_session.mjs --celer build/celer --model FILE [--llama-server PATH]
 //        [--turns 20] [--start-words 8000] [--turn-words 500] [--threads 2]
-import { spawn, spawnSync } from 'node:child_process';
-import http from 'node:http';
+import { spawnSync } from 'node:child_process';
 
-const arg = (name, def) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : def;
-};
+import { arg, request, startCeler, startLlama, stop } from './server_common.mjs';
+
 const celer = arg('celer', 'build/celer');
 const model = arg('model', '');
 const llamaServer = arg('llama-server', '');
@@ -26,35 +23,6 @@ let seed = 1;
 const text = (n) => Array.from({ length: n }, (_, i) => vocab[(seed = (seed * 1103515245 + 12345) % 2147483648) % vocab.length] + (i % 12 === 11 ? '\n' : '')).join(' ');
 const system = text(startWords);
 const outputs = Array.from({ length: turns }, (_, i) => `Tool output ${i}:\n${text(turnWords)}`);
-
-function start(cmd, args, ready) {
-  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let log = '';
-    const on = (d) => {
-      log += d;
-      const m = ready(log);
-      if (m) resolve({ proc: p, port: m });
-    };
-    p.stdout.on('data', on);
-    p.stderr.on('data', on);
-    p.on('exit', (code) => reject(new Error(`${cmd} exited (${code}): ${log.slice(-2000)}`)));
-  });
-}
-
-function request(port, path, body, method = 'POST') {
-  const data = body ? JSON.stringify(body) : '';
-  return new Promise((resolve, reject) => {
-    const req = http.request({ port, path, method, agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } },
-      (res) => {
-        let s = '';
-        res.on('data', (d) => (s += d));
-        res.on('end', () => (res.statusCode === 200 ? resolve(s) : reject(new Error(`${res.statusCode}: ${s}`))));
-      });
-    req.on('error', reject);
-    req.end(data);
-  });
-}
 
 async function session(port) {
   const messages = [{ role: 'system', content: system }];
@@ -90,27 +58,14 @@ const report = (name, t) => {
 };
 
 {
-  const s = await start(celer, ['serve', '-m', model, '--port', '0', '--store', 'none', '-t', threads, '-np', '1', '-c', '32768'],
-    (log) => Number(/listening on http:\/\/[^:]+:(\d+)/.exec(log)?.[1]) || 0);
+  const s = await startCeler(celer, model, ['-t', threads, '-np', '1', '-c', '32768']);
   report('celer', await session(s.port));
-  s.proc.kill('SIGTERM');
-  await new Promise((res) => s.proc.once('exit', res));
+  await stop(s);
 }
 if (llamaServer) {
-  const port = 18960;
-  const s = await start(llamaServer, ['-m', model, '--port', String(port), '-t', threads, '-np', '1', '-c', '32768'],
-    (log) => (/server is listening|HTTP server listening/.test(log) ? port : 0));
-  for (;;) {
-    try {
-      await request(port, '/health', null, 'GET');
-      break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  report('llama-server', await session(port));
-  s.proc.kill('SIGTERM');
-  await new Promise((res) => s.proc.once('exit', res));
+  const s = await startLlama(llamaServer, model, 18960, ['-t', threads, '-np', '1', '-c', '32768']);
+  report('llama-server', await session(s.port));
+  await stop(s);
 }
 if (llamaServer) result.median_ttft_llama_over_celer = result.servers['llama-server'].median_ttft_ms_turns_1_on / result.servers.celer.median_ttft_ms_turns_1_on;
 console.log(JSON.stringify(result, null, 1));

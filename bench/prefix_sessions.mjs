@@ -5,13 +5,8 @@
 //
 //   node bench/prefix_sessions.mjs --celer build/celer --model FILE [--llama-server PATH]
 //        [--sessions 8] [--prefix-words 1500] [--threads 2]
-import { spawn } from 'node:child_process';
-import http from 'node:http';
+import { arg, request, startCeler, startLlama, stop } from './server_common.mjs';
 
-const arg = (name, def) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : def;
-};
 const celer = arg('celer', 'build/celer');
 const model = arg('model', '');
 const llamaServer = arg('llama-server', '');
@@ -21,46 +16,6 @@ const threads = arg('threads', '2');
 
 const vocab = ['def', 'return', 'self', 'value', 'for', 'in', 'range', 'if', 'else', 'import', 'os', 'path', 'list', 'dict', '(', ')', ':', '=', 'x', 'y'];
 const prefix = Array.from({ length: words }, (_, i) => vocab[(i * 7) % vocab.length] + (i % 12 === 11 ? '\n' : '')).join(' ');
-
-function start(cmd, args, ready) {
-  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let log = '';
-    const on = (d) => {
-      log += d;
-      const m = ready(log);
-      if (m) resolve({ proc: p, port: m });
-    };
-    p.stdout.on('data', on);
-    p.stderr.on('data', on);
-    p.on('exit', (code) => reject(new Error(`${cmd} exited (${code}): ${log.slice(-2000)}`)));
-  });
-}
-
-function request(port, path, body, method = 'POST') {
-  const data = body ? JSON.stringify(body) : '';
-  return new Promise((resolve, reject) => {
-    const req = http.request({ port, path, method, agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } },
-      (res) => {
-        let s = '';
-        res.on('data', (d) => (s += d));
-        res.on('end', () => (res.statusCode === 200 ? resolve(s) : reject(new Error(`${res.statusCode}: ${s}`))));
-      });
-    req.on('error', reject);
-    req.end(data);
-  });
-}
-
-async function waitHealthy(port) {
-  for (;;) {
-    try {
-      await request(port, '/health', null, 'GET');
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
 
 async function run(name, port) {
   const t0 = performance.now();
@@ -75,8 +30,7 @@ async function run(name, port) {
 
 const results = [];
 {
-  const s = await start(celer, ['serve', '-m', model, '--port', '0', '--store', 'none', '-t', threads, '-np', String(sessions), '-c', '4096'],
-    (log) => Number(/listening on http:\/\/[^:]+:(\d+)/.exec(log)?.[1]) || 0);
+  const s = await startCeler(celer, model, ['-t', threads, '-np', String(sessions), '-c', '4096']);
   const r = await run('celer', s.port);
   const m = await request(s.port, '/metrics', null, 'GET');
   const get = (k) => Number(new RegExp(`^${k} ([0-9.e+]+)$`, 'm').exec(m)?.[1]);
@@ -84,16 +38,11 @@ const results = [];
   r.prefilled_tokens = get('celer_prefilled_tokens_total');
   r.copied_tokens = get('celer_copied_prefix_tokens_total');
   results.push(r);
-  s.proc.kill('SIGTERM');
-  await new Promise((res) => s.proc.once('exit', res));
+  await stop(s);
 }
 if (llamaServer) {
-  const port = 18950;
-  const s = await start(llamaServer, ['-m', model, '--port', String(port), '-t', threads, '-np', String(sessions), '-c', String(4096 * sessions)],
-    (log) => (/server is listening|HTTP server listening/.test(log) ? port : 0));
-  await waitHealthy(port);
-  results.push(await run('llama-server', port));
-  s.proc.kill('SIGTERM');
-  await new Promise((res) => s.proc.once('exit', res));
+  const s = await startLlama(llamaServer, model, 18950, ['-t', threads, '-np', String(sessions), '-c', String(4096 * sessions)]);
+  results.push(await run('llama-server', s.port));
+  await stop(s);
 }
 console.log(JSON.stringify({ model, sessions, prefix_words: words, results }, null, 2));

@@ -11,14 +11,11 @@
 //
 //   node bench/server_roundtrip.mjs --celer build/celer --model FILE [--llama-server PATH]
 //        [--turns 100] [--rounds 3] [--threads 2] [--system-words 200]
-import { spawn } from 'node:child_process';
 import http from 'node:http';
 import WebSocket from 'ws';
 
-const arg = (name, def) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : def;
-};
+import { arg, request, startCeler, startLlama, stop } from './server_common.mjs';
+
 const celer = arg('celer', 'build/celer');
 const model = arg('model', '../shared/models/stories260K.gguf');
 const llamaServer = arg('llama-server', '');
@@ -31,62 +28,20 @@ const words = Number(arg('system-words', 200));
 const system = Array.from({ length: words }, (_, i) => ['the', 'little', 'dog', 'ran', 'to', 'a', 'big', 'tree'][i % 8]).join(' ');
 const userText = (i) => `Turn ${i}: tell me one more word about the dog.`;
 
-function start(cmd, args, ready) {
-  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let log = '';
-    const on = (d) => {
-      log += d;
-      const m = ready(log);
-      if (m) resolve({ proc: p, port: m });
-    };
-    p.stdout.on('data', on);
-    p.stderr.on('data', on);
-    p.on('exit', (code) => reject(new Error(`${cmd} exited (${code}): ${log.slice(-2000)}`)));
-  });
-}
-
-const startCeler = () =>
-  start(celer, ['serve', '-m', model, '--port', '0', '--store', 'none', '-t', threads, '-np', '1', '-c', '8192'], (log) => {
-    const m = /listening on http:\/\/[^:]+:(\d+)/.exec(log);
-    return m && Number(m[1]);
-  });
-
+const celerServer = () => startCeler(celer, model, ['-t', threads, '-np', '1', '-c', '8192']);
 let llamaPort = 18900;
-const startLlama = async () => {
-  const port = llamaPort++;
-  const s = await start(llamaServer, ['-m', model, '--port', String(port), '-t', threads, '-np', '1', '-c', '8192'],
-    (log) => /server is listening|HTTP server listening/.test(log) && port);
-  for (;;) {  // the model loads after the socket opens
-    const ok = await new Promise((r) => http.get({ port, path: '/health' }, (res) => { res.resume(); r(res.statusCode === 200); }).on('error', () => r(false)));
-    if (ok) return s;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-};
+const llamaServerNow = () => startLlama(llamaServer, model, llamaPort++, ['-t', threads, '-np', '1', '-c', '8192']);
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 // llama-server (cpp-httplib) closes a keep-alive connection after 5 requests; a request that
 // meets the closed socket is sent again on a new one, and that time counts.
 async function post(port, path, body) {
   try {
-    return await postOnce(port, path, body);
+    return await request(port, path, body, 'POST', agent);
   } catch (e) {
     if (e.code !== 'ECONNRESET') throw e;
-    return postOnce(port, path, body);
+    return request(port, path, body, 'POST', agent);
   }
-}
-function postOnce(port, path, body) {
-  const data = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = http.request({ port, path, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } },
-      (res) => {
-        let s = '';
-        res.on('data', (d) => (s += d));
-        res.on('end', () => (res.statusCode === 200 ? resolve(s) : reject(new Error(`${res.statusCode}: ${s}`))));
-      });
-    req.on('error', reject);
-    req.end(data);
-  });
 }
 
 // Turns over SSE chat completions: the system prompt and the new message every turn.
@@ -140,9 +95,9 @@ const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const pct = (a, p) => [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(a.length * p))];
 
 const modes = [
-  ['celer-ws', startCeler, runWs],
-  ['celer-sse', startCeler, runSse],
-  ...(llamaServer ? [['llama-sse', startLlama, runSse]] : []),
+  ['celer-ws', celerServer, runWs],
+  ['celer-sse', celerServer, runSse],
+  ...(llamaServer ? [['llama-sse', llamaServerNow, runSse]] : []),
 ];
 const all = Object.fromEntries(modes.map(([m]) => [m, []]));
 for (let r = 0; r < rounds; ++r) {
@@ -151,8 +106,7 @@ for (let r = 0; r < rounds; ++r) {
     process.stderr.write(`round ${r}: ${name} on port ${s.port}\n`);
     const times = await run(s.port);
     all[name].push(...times.slice(1));  // the first turn prefills the system prompt: not a round trip
-    s.proc.kill('SIGTERM');
-    await new Promise((res) => s.proc.once('exit', res));
+    await stop(s);
   }
 }
 // Turn time, the model's own time as the server reports it, and the overhead: the difference.

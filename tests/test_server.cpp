@@ -32,6 +32,23 @@ std::string run_to_end(Generation& g) {
     }
 }
 
+// Greedy text of `prompt` from a fresh engine with an empty cache: what batching, prefix reuse
+// and copies must reproduce.
+std::string solo_text(const std::string& prompt, int n, uint32_t n_ctx = 0) {
+    EngineOptions eo;
+    eo.n_threads = 2;
+    eo.n_ctx = n_ctx;
+    Engine solo(stories(), eo);
+    SamplerParams sp;
+    sp.temperature = 0;
+    std::string out;
+    solo.generate(solo.tokenize(prompt, true), n, sp, [&](std::string_view t) {
+        out += t;
+        return true;
+    });
+    return out;
+}
+
 int status_of(const std::function<void()>& f) {
     try {
         f();
@@ -174,21 +191,7 @@ TEST_F(ServerModel, ChatRequestsRenderThroughTheTemplate) {
 TEST_F(ServerModel, BatchedGenerationsMatchGeneratingAlone) {
     const std::vector<std::string> prompts = {"Once upon a time", "The cat sat", "Lily and Tom went to the park", "One day"};
     std::vector<std::string> alone;
-    {
-        EngineOptions eo;
-        eo.n_threads = 2;
-        Engine solo(stories(), eo);
-        for (const auto& p : prompts) {
-            SamplerParams sp;
-            sp.temperature = 0;
-            std::string out;
-            solo.generate(solo.tokenize(p, true), 40, sp, [&](std::string_view t) {
-                out += t;
-                return true;
-            });
-            alone.push_back(out);
-        }
-    }
+    for (const auto& p : prompts) alone.push_back(solo_text(p, 40));
     Scheduler sched(*engine_, {.n_slots = 3, .slot_ctx = 128});
     std::vector<std::shared_ptr<Generation>> gens;
     for (const auto& p : prompts) {
@@ -211,18 +214,7 @@ TEST_F(ServerModel, BatchedGenerationsMatchGeneratingAlone) {
 TEST_F(ServerModel, PrefixFromAnotherSlotIsCopiedExactly) {
     const std::string prefix = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her friends.";
     const std::string b_prompt = prefix + " One day";
-    std::string alone;
-    {
-        EngineOptions eo;
-        eo.n_threads = 2;
-        Engine solo(stories(), eo);
-        SamplerParams sp;
-        sp.temperature = 0;
-        solo.generate(solo.tokenize(b_prompt, true), 30, sp, [&](std::string_view t) {
-            alone += t;
-            return true;
-        });
-    }
+    const std::string alone = solo_text(b_prompt, 30);
     Scheduler sched(*engine_, {.n_slots = 2, .slot_ctx = 1024});
     GenParams gp;
     gp.sampler.temperature = 0;
@@ -247,22 +239,7 @@ TEST_F(ServerModel, ConcurrentSharedPrefixIsComputedOnce) {
     for (int i = 0; i < 12; ++i) prefix += " there was a little dog who liked to run in the big green park";
     const std::vector<std::string> tails = {" and then", " but one day", " so the cat", " until the rain"};
     std::vector<std::string> alone;
-    {
-        EngineOptions eo;
-        eo.n_threads = 2;
-        eo.n_ctx = 512;
-        Engine solo(stories(), eo);
-        for (const auto& t : tails) {
-            SamplerParams sp;
-            sp.temperature = 0;
-            std::string out;
-            solo.generate(solo.tokenize(prefix + t, true), 16, sp, [&](std::string_view x) {
-                out += x;
-                return true;
-            });
-            alone.push_back(out);
-        }
-    }
+    for (const auto& t : tails) alone.push_back(solo_text(prefix + t, 16, 512));
     Scheduler sched(*engine_, {.n_slots = 4, .slot_ctx = 512});
     std::vector<std::shared_ptr<Generation>> gens;
     size_t prompt_total = 0;

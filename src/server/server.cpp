@@ -259,6 +259,22 @@ struct Server::Impl {
         }
     }
 
+    // Runs `work`, turning what the request got wrong (ApiError, celer::Error, malformed JSON)
+    // into the refusal to answer with; anything else (a broken socket) propagates.
+    template <typename F>
+    static awaitable<std::optional<ApiError>> refusal_of(F work) {
+        try {
+            co_await work();
+        } catch (const ApiError& e) {
+            co_return e;
+        } catch (const Error& e) {
+            co_return ApiError(400, e.what());
+        } catch (const json::exception& e) {
+            co_return ApiError(400, fmt::format("malformed request: {}", e.what()));
+        }
+        co_return std::nullopt;
+    }
+
     // ---- routes ------------------------------------------------------------------------------
 
     awaitable<void> health(beast::tcp_stream& s, const Request& req) {
@@ -545,8 +561,7 @@ struct Server::Impl {
                 co_await sock.async_write(net::buffer(text), use_awaitable);
             };
             int status = 200;
-            std::optional<ApiError> err;
-            try {
+            const std::optional<ApiError> err = co_await refusal_of([&]() -> awaitable<void> {
                 json body = parse_body(beast::buffers_to_string(buf.data()));
                 const std::string type = body.contains("type") && body["type"].is_string() ? body["type"].get<std::string>() : "";
                 if (type != "response.create") throw ApiError(400, fmt::format("unsupported event type '{}'", type), "type");
@@ -555,13 +570,7 @@ struct Server::Impl {
                 ResponseJob job = prepare_response(body, &local);
                 begin(job, sock.get_executor());
                 co_await run_response(job, sock.next_layer().socket(), &local, [&](const json& e) -> awaitable<void> { co_await send(e); });
-            } catch (const ApiError& e) {
-                err = e;
-            } catch (const Error& e) {
-                err = ApiError(400, e.what());
-            } catch (const json::exception& e) {
-                err = ApiError(400, fmt::format("malformed request: {}", e.what()));
-            }
+            });
             if (err) {
                 status = err->status;
                 const json ev = {{"type", "error"}, {"code", err->code.empty() ? json(nullptr) : json(err->code)}, {"message", err->what()},
@@ -661,16 +670,7 @@ struct Server::Impl {
                 const auto t0 = clock_type::now();
                 std::string route;
                 int status = 200;
-                std::optional<ApiError> err;
-                try {
-                    co_await dispatch(s, req, route);
-                } catch (const ApiError& e) {
-                    err = e;
-                } catch (const Error& e) {
-                    err = ApiError(400, e.what());
-                } catch (const json::exception& e) {
-                    err = ApiError(400, fmt::format("malformed request: {}", e.what()));
-                }
+                const std::optional<ApiError> err = co_await refusal_of([&]() -> awaitable<void> { co_await dispatch(s, req, route); });
                 if (err) {
                     status = err->status;
                     co_await send_error(s, req, *err);
