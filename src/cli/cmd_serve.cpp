@@ -62,6 +62,7 @@ int cmd_serve(Args& a) {
                kv_type_name(eo.kv_type), double(sched.kv_bytes_total()) / (1 << 20), store_path == "none" ? "memory" : store_path);
     fmt::print(stderr, "celer serve: listening on http://{}:{}{}\n", opt.host, port, opt.api_key.empty() ? "" : " (API key required)");
     srv.run();
+    sched.shutdown();  // before the server's event loop, which generations notify, goes away
     fmt::print(stderr, "celer serve: stopped\n");
     return 0;
 }

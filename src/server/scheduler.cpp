@@ -85,16 +85,23 @@ Scheduler::Scheduler(Engine& engine, const SchedulerOptions& opt) : engine_(engi
     thread_ = std::thread([this] { loop(); });
 }
 
-Scheduler::~Scheduler() {
+Scheduler::~Scheduler() { shutdown(); }
+
+void Scheduler::shutdown() {
     {
         std::lock_guard lock(mu_);
+        if (stop_ && !thread_.joinable()) return;
         stop_ = true;
     }
     cv_.notify_all();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
     for (auto& g : queue_) g->end(Finish::Cancelled);
+    queue_.clear();
     for (auto& s : slots_)
-        if (s->gen) s->gen->end(Finish::Cancelled);
+        if (s->gen) {
+            s->gen->end(Finish::Cancelled);
+            s->gen.reset();
+        }
 }
 
 void Scheduler::submit(const std::shared_ptr<Generation>& g) {

@@ -102,7 +102,10 @@ struct SchedulerStats {
 class Scheduler {
 public:
     Scheduler(Engine& engine, const SchedulerOptions& opt);
-    ~Scheduler();  // cancels everything and joins the thread
+    ~Scheduler();  // shutdown()
+    // Stops the engine thread and ends every generation, running or waiting, as cancelled.
+    // Call it while whatever the generations notify (the server's event loop) still exists.
+    void shutdown();
 
     // Queues a generation; its prompt must fit a slot with room for one token. Throws
     // celer::Error (nothing queued) when it cannot or the queue is full.
