@@ -338,6 +338,32 @@ TEST(PromptCache, IncrementalTokenizationIsExact) {
     }
 }
 
+// Queued requests whose clients left end at once, even while every slot is busy, and stop
+// counting against the queue's limit.
+TEST_F(ServerModel, CancelledQueuedRequestsLeaveWhileSlotsAreBusy) {
+    Scheduler sched(*engine_, {.n_slots = 1, .slot_ctx = 4096, .max_queue = 2});
+    GenParams gp;
+    gp.sampler.temperature = 0;
+    gp.max_tokens = 4000;  // seconds of work: busy for the whole test
+    auto busy = std::make_shared<Generation>(engine_->tokenize("Once upon a time", true), gp);
+    sched.submit(busy);
+    while (busy->completion_tokens() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // in its slot
+    std::vector<std::shared_ptr<Generation>> queued;
+    for (int i = 0; i < 2; ++i) {
+        queued.push_back(std::make_shared<Generation>(engine_->tokenize("The cat", true), gp));
+        sched.submit(queued.back());
+    }
+    EXPECT_THROW(sched.submit(std::make_shared<Generation>(engine_->tokenize("A dog", true), gp)), Error) << "the queue is full";
+    for (auto& g : queued) g->cancel();
+    for (auto& g : queued) {
+        run_to_end(*g);
+        EXPECT_EQ(g->finish(), Finish::Cancelled);
+    }
+    EXPECT_EQ(busy->finish(), Finish::None) << "the slot was still busy";
+    sched.submit(std::make_shared<Generation>(engine_->tokenize("A dog", true), gp));  // room again
+    busy->cancel();
+}
+
 TEST(ResponseStore, SurvivesReopenAndDeletes) {
     const auto path = (test::scratch_dir() / "responses.sqlite").string();
     {

@@ -27,7 +27,7 @@ int cmd_serve(Args& a) {
     opt.api_key = a.value_or({"--api-key"}, "");
     if (opt.api_key.empty())
         if (const char* k = std::getenv("CELER_API_KEY")) opt.api_key = k;
-    opt.max_body = size_t(a.int_or({"--max-body"}, (long long)opt.max_body, 1024, 1ll << 32));
+    opt.max_body = size_t(a.int_or({"--max-body"}, (long long)opt.max_body, 1024, 1ll << 30));
     opt.max_connections = int(a.int_or({"--max-connections"}, opt.max_connections, 1, 1 << 20));
     opt.limits.max_tokens = int(a.int_or({"--max-tokens"}, opt.limits.max_tokens, 1, opt.limits.max_tokens));
     std::string store_path = a.value_or({"--store"}, "");

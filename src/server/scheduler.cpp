@@ -130,12 +130,7 @@ void Scheduler::cancel_all() {
 
 size_t Scheduler::kv_bytes_total() const { return slots_.size() * size_t(opt_.slot_ctx) * slots_[0]->cache.bytes_per_token(); }
 
-size_t Scheduler::kv_bytes_in_use() const {
-    // Read racily: a gauge, not an invariant.
-    size_t n = 0;
-    for (const auto& s : slots_) n += s->cache.n_past();
-    return n * slots_[0]->cache.bytes_per_token();
-}
+size_t Scheduler::kv_bytes_in_use() const { return stats_.kv_tokens.load() * slots_[0]->cache.bytes_per_token(); }
 
 namespace {
 
@@ -155,14 +150,15 @@ size_t common_prefix(std::span<const TokenId> a, std::span<const TokenId> b) {
 // queue may go first) rather than computing the same tokens a second time.
 bool Scheduler::admit() {
     bool any = false;
+    // Cancelled requests leave at once, wherever they are in the queue, even with every slot busy.
+    std::erase_if(queue_, [&](const std::shared_ptr<Generation>& g) {
+        if (!g->cancelled()) return false;
+        g->end(Finish::Cancelled);
+        stats_.cancelled++;
+        return true;
+    });
     for (auto it = queue_.begin(); it != queue_.end();) {
         std::shared_ptr<Generation> g = *it;
-        if (g->cancelled()) {
-            it = queue_.erase(it);
-            g->end(Finish::Cancelled);
-            stats_.cancelled++;
-            continue;
-        }
         const std::span<const TokenId> p = g->prompt_;
         Slot* best = nullptr;
         size_t best_lcp = 0;
@@ -232,7 +228,16 @@ void Scheduler::loop() {
             std::unique_lock lock(mu_);
             for (;;) {
                 if (stop_) return;
-                admit();
+                try {
+                    admit();
+                } catch (const std::exception& e) {
+                    // Nothing admit() does should throw (copy_prefix checks what admit already
+                    // knows); if it does, the request at the head fails rather than the server.
+                    if (!queue_.empty()) {
+                        queue_.front()->end(Finish::Error, e.what());
+                        queue_.pop_front();
+                    }
+                }
                 const bool busy = std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->gen != nullptr; });
                 if (busy) break;
                 stats_.active.store(0);
@@ -329,9 +334,16 @@ void Scheduler::step() {
             }
             if (!batch[i].logits) continue;
         }
-        sample(s, logits.data() + i * n_vocab);
+        try {
+            sample(s, logits.data() + i * n_vocab);
+        } catch (const std::exception& e) {
+            if (s.gen) release(s, Finish::Error, e.what());
+        }
     }
     stats_.active.store(int(std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->gen != nullptr; })));
+    size_t kv = 0;
+    for (const auto& s : slots_) kv += s->cache.n_past();
+    stats_.kv_tokens.store(kv);
 }
 
 namespace {

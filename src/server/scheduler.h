@@ -97,6 +97,7 @@ struct SchedulerStats {
     std::atomic<uint64_t> copied_tokens{0};  // cached tokens copied from another slot
     std::atomic<uint64_t> steps{0}, finished{0}, cancelled{0};
     std::atomic<int> active{0}, waiting{0};
+    std::atomic<size_t> kv_tokens{0};  // positions held in all slots' caches, after the last step
 };
 
 class Scheduler {

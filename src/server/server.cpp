@@ -105,9 +105,6 @@ struct Server::Impl {
     const ModelContext& model;
     ResponseStore& store;
     ServerOptions opt;
-    net::io_context io{1};
-    tcp::acceptor acceptor;
-    net::signal_set signals;
     bool stopping = false;
     int connections = 0;
     // Every open socket, so that stopping can end the reads of idle keep-alive connections.
@@ -128,6 +125,12 @@ struct Server::Impl {
     Histogram inter_token{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
     Histogram request_seconds{{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300}};
 
+    // Last, so destroyed first: the io_context destroys the coroutine frames still suspended in
+    // it, whose guards touch the members above.
+    net::io_context io{1};
+    tcp::acceptor acceptor;
+    net::signal_set signals;
+
     // ---- plumbing ----------------------------------------------------------------------------
 
     void count(const std::string& route, int status) { ++requests[{route, status}]; }
@@ -145,7 +148,9 @@ struct Server::Impl {
 
     awaitable<void> send_json(beast::tcp_stream& s, const Request& req, int status, const json& body) {
         auto res = make(req, http::status(status), dump(body));
+        s.expires_after(std::chrono::seconds(opt.idle_timeout_s));
         co_await http::async_write(s, res, use_awaitable);
+        s.expires_never();
     }
 
     awaitable<void> send_error(beast::tcp_stream& s, const Request& req, const ApiError& e) {
@@ -159,10 +164,14 @@ struct Server::Impl {
     }
 
     // SSE over chunked transfer encoding.
+    // Every write has a deadline: a client that stops reading (a zero TCP window) cannot hold
+    // its connection, and its generation, forever.
     struct Sse {
         beast::tcp_stream& s;
+        std::chrono::seconds timeout;
         bool started = false;
         awaitable<void> start(const Request& req) {
+            s.expires_after(timeout);
             http::response<http::empty_body> res{http::status::ok, req.version()};
             res.set(http::field::server, "celer");
             res.set(http::field::content_type, "text/event-stream");
@@ -179,14 +188,20 @@ struct Server::Impl {
             frame += "data: ";
             frame += payload;
             frame += "\n\n";
+            s.expires_after(timeout);
             co_await net::async_write(s, http::make_chunk(net::buffer(frame)), use_awaitable);
         }
-        awaitable<void> end() { co_await net::async_write(s, http::make_chunk_last(), use_awaitable); }
+        awaitable<void> end() {
+            s.expires_after(timeout);
+            co_await net::async_write(s, http::make_chunk_last(), use_awaitable);
+            s.expires_never();
+        }
     };
 
     // Queues a generation. `param` names the request field a refusal is about.
     std::shared_ptr<Generation> start(std::vector<TokenId> prompt, GenParams params, const std::shared_ptr<Waiter>& w,
                                       const char* param) {
+        if (stopping) throw ApiError(503, "the server is shutting down", {}, "server_error", "shutting_down");
         if (prompt.size() >= sched.slot_ctx())
             throw ApiError(400,
                            fmt::format("This model's context holds {} tokens; the request has {} (with room for at least one to "
@@ -205,7 +220,8 @@ struct Server::Impl {
 
     // Cancels `g` as soon as the peer closes or resets `sock`, even while nothing is being
     // written (a long prompt, a request that is not streamed). Waits for readability and peeks:
-    // bytes of a next request are left for the connection to read.
+    // bytes of a next request are left for the connection to read, and then the watch ends (it
+    // would fire again at once): from there a failed or timed-out write is what notices.
     struct PeerWatch {
         bool running = true;  // the generation has not ended: the socket still exists
         bool gone = false;    // the peer closed
@@ -329,7 +345,7 @@ struct Server::Impl {
                           Output& out, std::vector<std::string> first) {
         Generation& g = *gp;
         if (stream) {
-            Sse sse{s};
+            Sse sse{s, std::chrono::seconds(opt.idle_timeout_s)};
             co_await sse.start(req);
             for (const auto& p : first) co_await sse.data(p);
             co_await drive(gp, s.socket(), w, [&](Generation::Chunk& c, bool done) -> awaitable<void> {
@@ -507,7 +523,7 @@ struct Server::Impl {
         ResponseJob job = prepare_response(body, nullptr);
         begin(job, s.get_executor());
         if (job.stream) {
-            Sse sse{s};
+            Sse sse{s, std::chrono::seconds(opt.idle_timeout_s)};
             co_await sse.start(req);
             co_await run_response(job, s.socket(), nullptr, [&](const json& e) -> awaitable<void> {
                 const std::string& type = e["type"].get_ref<const std::string&>();
