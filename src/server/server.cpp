@@ -244,7 +244,7 @@ struct Server::Impl {
     // goes away (a failed write, or a close seen by watch_peer) cancels it. Records the latency
     // histograms.
     template <typename F>
-    awaitable<void> drive(const std::shared_ptr<Generation>& gp, tcp::socket& sock, Waiter& w, F on_chunk) {
+    awaitable<void> drive(const std::shared_ptr<Generation>& gp, tcp::socket* sock, Waiter& w, F on_chunk) {
         Generation& g = *gp;
         auto last = clock_type::now();
         bool first = true;
@@ -253,7 +253,7 @@ struct Server::Impl {
             PeerWatch& pw;
             ~Done() { pw.running = false; }
         } done_guard{*pw};
-        watch_peer(sock, gp, pw);
+        if (sock) watch_peer(*sock, gp, pw);
         try {
             for (;;) {
                 Generation::Chunk c;
@@ -289,6 +289,16 @@ struct Server::Impl {
             co_return ApiError(400, fmt::format("malformed request: {}", e.what()));
         }
         co_return std::nullopt;
+    }
+
+    // A WebSocket cancel, {"type": "response.cancel", "response_id"?: "..."}: the id to cancel
+    // ("" for whatever runs), or nothing if the message is anything else.
+    static std::optional<std::string> cancel_target(const std::string& text) {
+        if (text.find("response.cancel") == std::string::npos) return std::nullopt;  // the common case, unparsed
+        const json j = json::parse(text, nullptr, false);
+        if (!j.is_object() || !j.contains("type") || j["type"] != "response.cancel") return std::nullopt;
+        if (j.contains("response_id") && j["response_id"].is_string()) return j["response_id"].get<std::string>();
+        return std::string();
     }
 
     // ---- routes ------------------------------------------------------------------------------
@@ -348,7 +358,7 @@ struct Server::Impl {
             Sse sse{s, std::chrono::seconds(opt.idle_timeout_s)};
             co_await sse.start(req);
             for (const auto& p : first) co_await sse.data(p);
-            co_await drive(gp, s.socket(), w, [&](Generation::Chunk& c, bool done) -> awaitable<void> {
+            co_await drive(gp, &s.socket(), w, [&](Generation::Chunk& c, bool done) -> awaitable<void> {
                 for (const auto& p : out.add(c)) co_await sse.data(p);
                 if (!done) co_return;
                 for (const auto& p : out.finish_stream(g)) co_await sse.data(p);
@@ -356,7 +366,7 @@ struct Server::Impl {
             });
             co_return;
         }
-        co_await drive(gp, s.socket(), w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
+        co_await drive(gp, &s.socket(), w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
             out.add(c);
             co_return;
         });
@@ -489,7 +499,7 @@ struct Server::Impl {
     // is in job.response when it returns; the conversation through it is remembered (`local`,
     // and the store when asked).
     template <typename Emit>
-    awaitable<void> run_response(ResponseJob& job, tcp::socket& sock, LocalResponses* local, Emit emit) {
+    awaitable<void> run_response(ResponseJob& job, tcp::socket* sock, LocalResponses* local, Emit emit) {
         Generation& g = *job.g;
         running[job.id] = job.g;
         struct Erase {
@@ -525,14 +535,14 @@ struct Server::Impl {
         if (job.stream) {
             Sse sse{s, std::chrono::seconds(opt.idle_timeout_s)};
             co_await sse.start(req);
-            co_await run_response(job, s.socket(), nullptr, [&](const json& e) -> awaitable<void> {
+            co_await run_response(job, &s.socket(), nullptr, [&](const json& e) -> awaitable<void> {
                 const std::string& type = e["type"].get_ref<const std::string&>();
                 co_await sse.data(dump(e), type);
             });
             co_await sse.end();
             co_return;
         }
-        co_await run_response(job, s.socket(), nullptr, [](const json&) -> awaitable<void> { co_return; });
+        co_await run_response(job, &s.socket(), nullptr, [](const json&) -> awaitable<void> { co_return; });
         co_await send_json(s, req, 200, job.response);
     }
 
@@ -566,37 +576,92 @@ struct Server::Impl {
         co_await sock.async_accept(req, use_awaitable);
         sock.text(true);
         LocalResponses local;
-        for (;;) {
-            beast::flat_buffer buf;
-            boost::system::error_code ec;
-            co_await sock.async_read(buf, net::redirect_error(use_awaitable, ec));
-            if (ec) co_return;  // closed or broken: nothing is running
-            ++ws_messages;
-            const auto send = [&](const json& e) -> awaitable<void> {
-                const std::string text = dump(e);
-                co_await sock.async_write(net::buffer(text), use_awaitable);
-            };
-            int status = 200;
-            const std::optional<ApiError> err = co_await refusal_of([&]() -> awaitable<void> {
-                json body = parse_body(beast::buffers_to_string(buf.data()));
-                const std::string type = body.contains("type") && body["type"].is_string() ? body["type"].get<std::string>() : "";
-                if (type != "response.create") throw ApiError(400, fmt::format("unsupported event type '{}'", type), "type");
-                body.erase("type");
-                if (body.contains("response") && body["response"].is_object()) body = body["response"];  // the beta envelope
-                ResponseJob job = prepare_response(body, &local);
-                begin(job, sock.get_executor());
-                co_await run_response(job, sock.next_layer().socket(), &local, [&](const json& e) -> awaitable<void> { co_await send(e); });
-            });
-            if (err) {
-                status = err->status;
-                const json ev = {{"type", "error"}, {"code", err->code.empty() ? json(nullptr) : json(err->code)}, {"message", err->what()},
-                                 {"param", err->param.empty() ? json(nullptr) : json(err->param)}, {"sequence_number", 0},
-                                 {"status", err->status}, {"error", error_body(err->what(), err->type, err->param, err->code)["error"]}};
-                const std::string text = dump(ev);
-                co_await sock.async_write(net::buffer(text), net::redirect_error(use_awaitable, ec));
-                if (ec) co_return;
+        // A reader takes every message the moment it arrives, so that a cancel reaches the
+        // running response at once; a runner answers the response.create messages one at a
+        // time, in order, and is the only one that writes. (The peer watch of HTTP requests is
+        // not used here: the reader sees a close first.)
+        struct Inbox {
+            std::deque<std::string> messages;
+            bool closed = false;
+            std::shared_ptr<Generation> running;
+            std::string running_id;
+        } in;
+        auto w = std::make_shared<Waiter>(sock.get_executor());
+        const auto wake = [&] {
+            w->ready = true;
+            w->timer.cancel();
+        };
+        const auto reader = [&]() -> awaitable<void> {
+            for (;;) {
+                beast::flat_buffer buf;
+                boost::system::error_code ec;
+                co_await sock.async_read(buf, net::redirect_error(use_awaitable, ec));
+                if (ec) {
+                    in.closed = true;  // the client is gone: what runs for it stops
+                    if (in.running) in.running->cancel();
+                    wake();
+                    co_return;
+                }
+                ++ws_messages;
+                std::string text = beast::buffers_to_string(buf.data());
+                if (const auto id = cancel_target(text); id && in.running && (id->empty() || *id == in.running_id)) {
+                    in.running->cancel();
+                    continue;
+                }
+                in.messages.push_back(std::move(text));
+                wake();
             }
-            count("ws /v1/responses", status);
+        };
+        const auto runner = [&]() -> awaitable<void> {
+            for (;;) {
+                while (in.messages.empty() && !in.closed) {
+                    w->ready = false;
+                    w->timer.expires_at(clock_type::time_point::max());
+                    boost::system::error_code ec;
+                    co_await w->timer.async_wait(net::redirect_error(use_awaitable, ec));
+                }
+                if (in.closed) co_return;
+                const std::string text = std::move(in.messages.front());
+                in.messages.pop_front();
+                int status = 200;
+                const std::optional<ApiError> err = co_await refusal_of([&]() -> awaitable<void> {
+                    json body = parse_body(text);
+                    const std::string type = body.contains("type") && body["type"].is_string() ? body["type"].get<std::string>() : "";
+                    if (type == "response.cancel")
+                        throw ApiError(400, "no response is running on this connection (or not the one named)", "response_id", "invalid_request_error",
+                                       "response_not_running");
+                    if (type != "response.create") throw ApiError(400, fmt::format("unsupported event type '{}'", type), "type");
+                    body.erase("type");
+                    if (body.contains("response") && body["response"].is_object()) body = body["response"];  // the beta envelope
+                    ResponseJob job = prepare_response(body, &local);
+                    begin(job, sock.get_executor());
+                    in.running = job.g;
+                    in.running_id = job.id;
+                    struct Clear {
+                        Inbox& in;
+                        ~Clear() { in.running.reset(), in.running_id.clear(); }
+                    } clear{in};
+                    co_await run_response(job, nullptr, &local, [&](const json& e) -> awaitable<void> {
+                        const std::string out = dump(e);
+                        co_await sock.async_write(net::buffer(out), use_awaitable);
+                    });
+                });
+                if (err) {
+                    status = err->status;
+                    const json ev = {{"type", "error"}, {"code", err->code.empty() ? json(nullptr) : json(err->code)}, {"message", err->what()},
+                                     {"param", err->param.empty() ? json(nullptr) : json(err->param)}, {"sequence_number", 0},
+                                     {"status", err->status}, {"error", error_body(err->what(), err->type, err->param, err->code)["error"]}};
+                    const std::string out = dump(ev);
+                    co_await sock.async_write(net::buffer(out), use_awaitable);
+                }
+                count("ws /v1/responses", status);
+            }
+        };
+        using namespace boost::asio::experimental::awaitable_operators;
+        try {
+            co_await (reader() && runner());
+        } catch (const std::exception&) {
+            // A write failed: the client is gone; the generation was cancelled in drive().
         }
     }
 

@@ -8,9 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import WebSocket from 'ws';
-
-import { raw, startServer, stopAll, synthQwen, watchdog } from './harness.mjs';
+import { raw, socket, startServer, stopAll, synthQwen, watchdog } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const capture = (name) => JSON.parse(readFileSync(path.join(here, 'codex', name), 'utf8'));
@@ -27,34 +25,6 @@ function sseEvents(text) {
       const data = /^data: (.*)$/m.exec(b)?.[1];
       return { event: ev, data: JSON.parse(data) };
     });
-}
-
-// A WebSocket on /v1/responses whose next() resolves with the events of one response.
-async function socket(server) {
-  const ws = new WebSocket(`ws://127.0.0.1:${server.port}/v1/responses`, { headers: { authorization: 'Bearer dummy' } });
-  await new Promise((r, j) => {
-    ws.once('open', r);
-    ws.once('error', j);
-  });
-  const queue = [];
-  let wake = null;
-  ws.on('message', (d) => {
-    queue.push(JSON.parse(d.toString()));
-    wake?.();
-  });
-  return {
-    ws,
-    async turn(msg) {
-      ws.send(JSON.stringify(msg));
-      const events = [];
-      for (;;) {
-        while (!queue.length) await new Promise((r) => (wake = r));
-        const e = queue.shift();
-        events.push(e);
-        if (['response.completed', 'response.incomplete', 'response.failed', 'error'].includes(e.type)) return events;
-      }
-    },
-  };
 }
 
 describe('Codex CLI requests', () => {

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import OpenAI from 'openai';
+import WebSocket from 'ws';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..', '..');
@@ -213,3 +214,37 @@ export async function raw(server, method, route, { body, headers = {} } = {}) {
   } catch {}
   return { status: r.status, headers: r.headers, text, json };
 }
+
+// ---- WebSocket -------------------------------------------------------------------------------
+
+// A WebSocket on /v1/responses whose next() resolves with the events of one response.
+export async function socket(server) {
+  const ws = new WebSocket(`ws://127.0.0.1:${server.port}/v1/responses`, { headers: { authorization: 'Bearer dummy' } });
+  await new Promise((r, j) => {
+    ws.once('open', r);
+    ws.once('error', j);
+  });
+  const queue = [];
+  let wake = null;
+  ws.on('message', (d) => {
+    queue.push(JSON.parse(d.toString()));
+    wake?.();
+  });
+  return {
+    ws,
+    // Sends `msg`; resolves with the events up to the response's last (or an error).
+    // `onEvent(e)` sees each event as it arrives.
+    async turn(msg, onEvent = () => {}) {
+      ws.send(JSON.stringify(msg));
+      const events = [];
+      for (;;) {
+        while (!queue.length) await new Promise((r) => (wake = r));
+        const e = queue.shift();
+        events.push(e);
+        onEvent(e);
+        if (['response.completed', 'response.incomplete', 'response.failed', 'error'].includes(e.type)) return events;
+      }
+    },
+  };
+}
+
