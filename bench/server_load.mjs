@@ -5,14 +5,10 @@
 //
 //   node bench/server_load.mjs --celer build/celer --model FILE [--clients 64] [--seconds 60]
 //        [--disconnects 100] [--max-tokens 32] [--threads 2] [--parallel 8]
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 
-const arg = (name, def) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : def;
-};
+import { arg, startCeler } from './server_common.mjs';
 const celer = arg('celer', 'build/celer');
 const model = arg('model', '../shared/models/stories260K.gguf');
 const clients = Number(arg('clients', 64));
@@ -20,19 +16,8 @@ const seconds = Number(arg('seconds', 60));
 const disconnects = Number(arg('disconnects', 100));
 const maxTokens = Number(arg('max-tokens', 32));
 
-function startServer() {
-  const p = spawn(celer, ['serve', '-m', model, '--port', '0', '--store', 'none', '-t', arg('threads', '2'),
-    '-np', arg('parallel', '8'), '-c', '1024', '--max-connections', '1024'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let err = '';
-    p.stderr.on('data', (d) => {
-      err += d;
-      const m = /listening on http:\/\/[^:]+:(\d+)/.exec(err);
-      if (m) resolve({ proc: p, port: Number(m[1]) });
-    });
-    p.on('exit', (code) => reject(new Error(`server exited (${code}): ${err}`)));
-  });
-}
+const startServer = () =>
+  startCeler(celer, model, ['-t', arg('threads', '2'), '-np', arg('parallel', '8'), '-c', '1024', '--max-connections', '1024']);
 
 const rssMiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
 const agent = new http.Agent({ keepAlive: true, maxSockets: 4096 });

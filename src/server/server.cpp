@@ -778,11 +778,8 @@ struct Server::Impl {
             }
             if (connections >= opt.max_connections) {
                 // Refuse with a proper response rather than silence.
-                std::string res = fmt::format("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                                              "Content-Length: {}\r\n\r\n{}",
-                                              0, "");
                 const std::string body = dump(error_body(fmt::format("too many connections (limit {})", opt.max_connections), "server_error"));
-                res = fmt::format("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                const std::string res = fmt::format("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
                                   "Content-Length: {}\r\n\r\n{}",
                                   body.size(), body);
                 net::write(sock, net::buffer(res), ec);
