@@ -177,11 +177,12 @@ TEST(Int8, PackableShapes) {
 
 // Every target's attention against the scalar twin: same math, different summation order and
 // tiling of the online softmax. Outputs are convex combinations of values in [-1, 1]. Groups of
-// 1 and 7 query heads (GQA), blocks of 1 and 5 tokens (causal), f32 and fp16 caches (both sides
-// widen the same halves), normalised and partial (the unnormalised sums, maxima and totals that
-// flash-decoding merges).
+// 1 and 7 query heads (GQA), blocks of 1 and 5 tokens (causal), f32, fp16 and Q8_0 caches (both
+// sides widen the same stored elements), in pages of 64 or 128 rows placed anywhere in memory,
+// normalised and partial (the unnormalised sums, maxima and totals that flash-decoding merges).
 TEST(Attention, EveryTargetMatchesScalar) {
     const auto& ref = kernels::scalar_kernels();
+    using kernels::KvElem;
     for (auto name : kernels::available_targets()) {
         const auto& k = kernels::select_kernels(name);
         for (const size_t n_q : {1u, 7u}) {
@@ -189,24 +190,32 @@ TEST(Attention, EveryTargetMatchesScalar) {
                 for (const size_t n_keys : {1u, 63u, 64u, 65u, 300u}) {
                     for (const size_t n_tok : {1u, 5u}) {
                     for (const bool partial : {false, true}) {
-                    for (const bool f16 : {false, true}) {
+                    for (const KvElem elem : {KvElem::F32, KvElem::F16, KvElem::Q8_0}) {
                         if (partial && n_tok > 1) continue;
-                        const size_t stride = 2 * hd + 8;  // heads interleaved, as in the KV cache
+                        if (elem == KvElem::Q8_0 && hd % 32) continue;
+                        const TensorType tt = elem == KvElem::F32 ? TensorType::F32 : elem == KvElem::F16 ? TensorType::F16 : TensorType::Q8_0;
                         const size_t keys = n_keys + n_tok - 1, rows = n_tok * n_q;
+                        const size_t page_rows = hd == 64 ? 128 : 64;
+                        const size_t row = row_bytes(tt, hd);
                         const auto q = test::random_floats(rows * hd, hd + n_keys, -2.0f, 2.0f);
-                        const auto kv = test::random_floats(keys * stride, hd * 7 + n_keys, -1.0f, 1.0f);
+                        const auto kv = test::random_floats(keys * 2 * hd, hd * 7 + n_keys, -1.0f, 1.0f);
+                        // Pages: (page_rows keys, then page_rows values) each, in reverse order in memory.
+                        const size_t n_pages = (keys + page_rows - 1) / page_rows;
+                        std::vector<uint8_t> mem(n_pages * page_rows * 2 * row + 8, 0);
+                        std::vector<const uint8_t*> pages(n_pages);
+                        for (size_t p = 0; p < n_pages; ++p) pages[p] = mem.data() + 8 + (n_pages - 1 - p) * page_rows * 2 * row;
+                        for (size_t j = 0; j < keys; ++j) {
+                            uint8_t* page = const_cast<uint8_t*>(pages[j / page_rows]);
+                            quantize_row(tt, kv.data() + j * 2 * hd, page + (j % page_rows) * row, hd);
+                            quantize_row(tt, kv.data() + j * 2 * hd + hd, page + (page_rows + j % page_rows) * row, hd);
+                        }
                         std::vector<float> out(rows * hd, NAN), want(rows * hd, NAN), scratch(kernels::attn_scratch_floats(rows, hd, hd));
                         std::vector<float> mx(n_q, NAN), sum(n_q, NAN), mx_ref(n_q, NAN), sum_ref(n_q, NAN);
-                        std::vector<uint16_t> kv16(kv.size());
-                        for (size_t i = 0; i < kv.size(); ++i) kv16[i] = fp32_to_fp16(kv[i]);
                         kernels::AttnArgs a{};
                         a.q = q.data(), a.n_q = n_q, a.q_stride = hd;
-                        if (f16) {
-                            a.k16 = kv16.data(), a.v16 = kv16.data() + hd;
-                        } else {
-                            a.k = kv.data(), a.v = kv.data() + hd;
-                        }
-                        a.k_stride = a.v_stride = stride, a.n_keys = n_keys, a.head_dim = a.head_dim_v = hd, a.scale = 0.125f;
+                        a.pages = pages.data(), a.page_rows = page_rows, a.k_off = 0, a.v_off = page_rows * row;
+                        a.k_row = a.v_row = row, a.elem = elem;
+                        a.n_keys = n_keys, a.head_dim = a.head_dim_v = hd, a.scale = 0.125f;
                         a.out = want.data(), a.out_stride = hd, a.partial = partial, a.max = mx_ref.data(), a.sum = sum_ref.data();
                         a.scratch = scratch.data(), a.n_tok = n_tok, a.q_tok_stride = a.out_tok_stride = n_q * hd;
                         ref.attention(a);
@@ -215,7 +224,7 @@ TEST(Attention, EveryTargetMatchesScalar) {
                         const double tol = partial ? 2e-6 * double(n_keys) : 2e-6;  // unnormalised: sums of n_keys terms
                         for (size_t d = 0; d < rows * hd; ++d)
                             ASSERT_NEAR(out[d], want[d], tol) << name << " heads " << n_q << " head_dim " << hd << " keys " << n_keys
-                                                              << " tokens " << n_tok << " at " << d;
+                                                              << " tokens " << n_tok << " elem " << int(elem) << " at " << d;
                         if (partial) {
                             for (size_t h = 0; h < n_q; ++h) {
                                 ASSERT_NEAR(mx[h], mx_ref[h], 2e-6 * (1 + std::fabs(mx_ref[h])));  // a score: a dot of hd terms

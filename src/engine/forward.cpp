@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "model/reference.h"
+#include "tensor/types.h"
 #include "tensor/dequant.h"
 #include "util/error.h"
 
@@ -20,48 +21,6 @@ void rms_norm(const float* x, const float* w, float* out, size_t n, float eps) {
 }
 
 }  // namespace
-
-KvType parse_kv_type(std::string_view name) {
-    if (name == "f32") return KvType::F32;
-    if (name == "f16") return KvType::F16;
-    throw Error(fmt::format("unknown KV cache type '{}' (expected f32 or f16)", name));
-}
-
-const char* kv_type_name(KvType t) { return t == KvType::F16 ? "f16" : "f32"; }
-
-KvCache::KvCache(const HParams& hp, uint32_t n_ctx, KvType kv)
-    : kv_(kv), n_ctx_(n_ctx), kv_heads_(hp.n_head_kv), bytes_per_token_(size_t(hp.n_layer) * (hp.kv_dim() + hp.v_dim()) * (kv == KvType::F16 ? 2 : 4)) {
-    if (kv == KvType::F16) {
-        k16_.assign(hp.n_layer, std::vector<uint16_t>(size_t(n_ctx) * hp.kv_dim()));
-        v16_.assign(hp.n_layer, std::vector<uint16_t>(size_t(n_ctx) * hp.v_dim()));
-    } else {
-        k_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.kv_dim()));
-        v_.assign(hp.n_layer, std::vector<float>(size_t(n_ctx) * hp.v_dim()));
-    }
-}
-
-void KvCache::copy_prefix(const KvCache& src, uint32_t n) {
-    if (&src == this) throw Error("copy_prefix: a cache onto itself");
-    if (src.kv_ != kv_ || src.n_layers() != n_layers() || src.bytes_per_token_ != bytes_per_token_)
-        throw Error("copy_prefix: caches of different shapes");
-    if (n > src.n_past_ || n > n_ctx_) throw Error(fmt::format("copy_prefix: {} positions from a cache of {} into one of {}", n, src.n_past_, n_ctx_));
-    // Head-major: per layer and KV head, the first n rows of its run of n_ctx rows.
-    const auto copy = [&](const auto& from, auto& to) {
-        for (size_t l = 0; l < from.size(); ++l) {
-            const size_t row = from[l].size() / src.n_ctx_ / kv_heads_, heads = kv_heads_;
-            for (size_t h = 0; h < heads; ++h)
-                std::copy_n(from[l].data() + h * src.n_ctx_ * row, size_t(n) * row, to[l].data() + h * n_ctx_ * row);
-        }
-    };
-    if (kv_ == KvType::F16) {
-        copy(src.k16_, k16_);
-        copy(src.v16_, v16_);
-    } else {
-        copy(src.k_, k_);
-        copy(src.v_, v_);
-    }
-    n_past_ = n;
-}
 
 CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx, KvType kv)
     : m_(m), pool_(pool), k_(k), cache_(m.hp, n_ctx, kv) {
@@ -225,18 +184,18 @@ void CpuForward::rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld) 
 void CpuForward::attention(uint32_t il, const Span& s) {
     const HParams& hp = m_.hp;
     const uint32_t group = hp.n_head / hp.n_head_kv;
-    KvCache& c = *s.cache;
-    const size_t n_tok = s.n, n_past = c.n_past_, n_ctx = c.n_ctx_;
-    const bool f16 = c.kv_ == KvType::F16;
-    const float* kc = f16 ? nullptr : c.k_[il].data();
-    const float* vc = f16 ? nullptr : c.v_[il].data();
-    const uint16_t* kc16 = f16 ? c.k16_[il].data() : nullptr;
-    const uint16_t* vc16 = f16 ? c.v16_[il].data() : nullptr;
+    const KvCache& c = *s.cache;
+    const KvPool& pool = c.pool();
+    const size_t n_tok = s.n, n_past = c.n_past_;
     const size_t hv = hp.head_dim_v;
     const size_t per_thread = scratch_.size() / size_t(pool_.size());
     const size_t n_keys_last = n_past + n_tok;
+    constexpr size_t B = KvPool::kBlockTokens;
     float* const q_rows = q_.data() + s.first * hp.q_dim();
     float* const out_rows = attn_.data() + s.first * hp.n_head * hp.head_dim_v;
+    const kernels::KvElem elem = pool.type() == KvType::F32   ? kernels::KvElem::F32
+                                 : pool.type() == KvType::F16 ? kernels::KvElem::F16
+                                                              : kernels::KvElem::Q8_0;
     // By length alone, never by thread count, so that the threads cannot change a result bit.
     const size_t n_split = n_tok == 1 ? std::clamp<size_t>(n_keys_last / kMinSplitKeys, 1, kMaxSplit) : 1;
     const auto args = [&](size_t t, uint32_t kvh, int thread) {
@@ -244,16 +203,13 @@ void CpuForward::attention(uint32_t il, const Span& s) {
         a.q = q_rows + t * hp.q_dim() + size_t(kvh) * group * hp.head_dim;
         a.n_q = group;
         a.q_stride = hp.head_dim;
-        // Head-major cache: head kvh's keys are one contiguous run of n_ctx x head_dim.
-        if (f16) {
-            a.k16 = kc16 + size_t(kvh) * n_ctx * hp.head_dim;
-            a.v16 = vc16 + size_t(kvh) * n_ctx * hv;
-        } else {
-            a.k = kc + size_t(kvh) * n_ctx * hp.head_dim;
-            a.v = vc + size_t(kvh) * n_ctx * hv;
-        }
-        a.k_stride = hp.head_dim;
-        a.v_stride = hv;
+        a.pages = s.pages.data();
+        a.page_rows = B;
+        a.k_off = pool.k_offset(il, kvh);
+        a.v_off = pool.v_offset(il, kvh);
+        a.k_row = pool.k_row_bytes();
+        a.v_row = pool.v_row_bytes();
+        a.elem = elem;
         a.n_keys = n_past + t + 1;
         a.head_dim = hp.head_dim;
         a.head_dim_v = hv;
@@ -276,18 +232,15 @@ void CpuForward::attention(uint32_t il, const Span& s) {
         });
         return;
     }
+    // Key ranges start on block boundaries, where the kernel's pages begin. Each range has at
+    // least kMinSplitKeys (> B) keys, so rounding down leaves none empty.
+    const auto range_start = [&](size_t i) { return i == n_split ? n_keys_last : n_keys_last * i / n_split / B * B; };
     pool_.run(int(hp.n_head_kv * n_split), [&](int task, int thread) {
         const uint32_t kvh = uint32_t(size_t(task) / n_split);
         const size_t i = size_t(task) % n_split;
         kernels::AttnArgs a = args(0, kvh, thread);
-        const size_t j0 = n_keys_last * i / n_split, j1 = n_keys_last * (i + 1) / n_split;
-        if (f16) {
-            a.k16 += j0 * a.k_stride;
-            a.v16 += j0 * a.v_stride;
-        } else {
-            a.k += j0 * a.k_stride;
-            a.v += j0 * a.v_stride;
-        }
+        const size_t j0 = range_start(i), j1 = range_start(i + 1);
+        a.pages += j0 / B;
         a.n_keys = j1 - j0;
         const size_t slot = size_t(kvh) * group + i * hp.n_head;  // (range, head)
         a.out = part_out_.data() + slot * hv;
@@ -319,19 +272,34 @@ void CpuForward::check_tokens(std::span<const TokenId> tokens) const {
         if (t < 0 || uint32_t(t) >= m_.hp.n_vocab) throw Error(fmt::format("eval: token id {} is outside the vocabulary of {}", t, m_.hp.n_vocab));
 }
 
+namespace {
+
+std::string no_room(const KvCache& c, size_t n) {
+    if (size_t(c.n_past()) + n > c.n_ctx())
+        return fmt::format("context overflow: {} cached + {} new tokens exceed the context size {}", c.n_past(), n, c.n_ctx());
+    return fmt::format("the KV cache is full: {} more positions need blocks and {} of {} are free", n, c.pool().n_free(), c.pool().n_blocks());
+}
+
+}  // namespace
+
+void CpuForward::check_cache(const KvCache& c) const {
+    const KvPool& p = c.pool();
+    const HParams& hp = p.hparams();
+    if (hp.n_layer != m_.hp.n_layer || hp.n_head_kv != m_.hp.n_head_kv || hp.head_dim != m_.hp.head_dim || hp.head_dim_v != m_.hp.head_dim_v)
+        throw Error("eval: a cache made for another model");
+}
+
 void CpuForward::eval(std::span<const TokenId> tokens, bool all_logits, std::vector<float>& logits) {
     const HParams& hp = m_.hp;
     if (tokens.empty()) throw Error("eval: no tokens");
-    if (size_t(cache_.n_past_) + tokens.size() > cache_.n_ctx_)
-        throw Error(fmt::format("context overflow: {} cached + {} new tokens exceed the context size {}", cache_.n_past_, tokens.size(),
-                                cache_.n_ctx_));
     check_tokens(tokens);
+    if (!cache_.reserve(uint32_t(std::min<size_t>(tokens.size(), UINT32_MAX)))) throw Error(no_room(cache_, tokens.size()));
     logits.resize((all_logits ? tokens.size() : 1) * size_t(hp.n_vocab));
     for (size_t done = 0; done < tokens.size();) {
         const size_t n = std::min<size_t>(kMaxBatch, tokens.size() - done);
         const bool last = done + n == tokens.size();
         float* out = all_logits ? logits.data() + done * hp.n_vocab : (last ? logits.data() : nullptr);
-        const Span span{&cache_, 0, n, all_logits, out};
+        Span span{&cache_, {}, 0, n, all_logits, out};
         eval_step(tokens.subspan(done, n), std::span(&span, 1));
         done += n;
     }
@@ -343,10 +311,8 @@ void CpuForward::eval_batch(std::span<const SeqTokens> seqs, std::vector<float>&
     for (size_t i = 0; i < seqs.size(); ++i) {
         const SeqTokens& s = seqs[i];
         if (s.tokens.empty()) throw Error("eval_batch: a sequence with no tokens");
-        if (s.cache->n_layers() != hp.n_layer) throw Error("eval_batch: a cache made for another model");
-        if (size_t(s.cache->n_past_) + s.tokens.size() > s.cache->n_ctx_)
-            throw Error(fmt::format("context overflow: {} cached + {} new tokens exceed the context size {}", s.cache->n_past_,
-                                    s.tokens.size(), s.cache->n_ctx_));
+        check_cache(*s.cache);
+        if (size_t(s.cache->n_past_) + s.tokens.size() > s.cache->n_ctx_) throw Error(no_room(*s.cache, s.tokens.size()));
         for (size_t j = 0; j < i; ++j)
             if (seqs[j].cache == s.cache) throw Error("eval_batch: one cache twice in a step");
         check_tokens(s.tokens);
@@ -354,26 +320,62 @@ void CpuForward::eval_batch(std::span<const SeqTokens> seqs, std::vector<float>&
     }
     if (total == 0) throw Error("eval_batch: no tokens");
     if (total > kMaxBatch) throw Error(fmt::format("eval_batch: {} tokens exceed the step limit of {}", total, kMaxBatch));
+    for (size_t i = 0; i < seqs.size(); ++i) {
+        if (seqs[i].cache->reserve(uint32_t(seqs[i].tokens.size()))) continue;
+        const std::string why = no_room(*seqs[i].cache, seqs[i].tokens.size());
+        for (size_t j = 0; j < i; ++j) seqs[j].cache->truncate(seqs[j].cache->n_past());  // the blocks reserved ahead go back
+        throw Error(why);
+    }
     logits.resize(seqs.size() * size_t(hp.n_vocab));
     std::vector<TokenId> tokens;
     std::vector<Span> spans;
     tokens.reserve(total);
     for (size_t i = 0; i < seqs.size(); ++i) {
-        spans.push_back({seqs[i].cache, tokens.size(), seqs[i].tokens.size(), false,
+        spans.push_back({seqs[i].cache, {}, tokens.size(), seqs[i].tokens.size(), false,
                          seqs[i].logits ? logits.data() + i * hp.n_vocab : nullptr});
         tokens.insert(tokens.end(), seqs[i].tokens.begin(), seqs[i].tokens.end());
     }
     eval_step(tokens, spans);
 }
 
-void CpuForward::eval_step(std::span<const TokenId> tokens, std::span<const Span> spans) {
+// Writes the step's keys and values of layer il into the sequence's blocks, in the pool's
+// element type.
+void CpuForward::store_kv(uint32_t il, const Span& s) {
+    const HParams& hp = m_.hp;
+    KvCache& c = *s.cache;
+    KvPool& pool = c.pool();
+    constexpr uint32_t B = KvPool::kBlockTokens;
+    const size_t hv = hp.head_dim_v;
+    const auto put = [&](const float* x, uint8_t* dst, size_t n) {
+        switch (pool.type()) {
+            case KvType::F32: std::copy_n(x, n, reinterpret_cast<float*>(dst)); break;
+            case KvType::F16: k_.to_half(x, reinterpret_cast<uint16_t*>(dst), n); break;
+            case KvType::Q8_0: quantize_row(TensorType::Q8_0, x, dst, n); break;
+        }
+    };
+    for (size_t t = s.first; t < s.first + s.n; ++t) {
+        const size_t pos = size_t(pos_[t]);
+        uint8_t* block = pool.data(c.blocks_[pos / B]);
+        const size_t row = pos % B;
+        for (uint32_t h = 0; h < hp.n_head_kv; ++h) {
+            put(kv_k_.data() + t * hp.kv_dim() + size_t(h) * hp.head_dim, block + pool.k_offset(il, h) + row * pool.k_row_bytes(), hp.head_dim);
+            put(kv_v_.data() + t * hp.v_dim() + size_t(h) * hv, block + pool.v_offset(il, h) + row * pool.v_row_bytes(), hv);
+        }
+    }
+}
+
+void CpuForward::eval_step(std::span<const TokenId> tokens, std::span<Span> spans) {
     const HParams& hp = m_.hp;
     const size_t n = tokens.size();
     const size_t E = hp.n_embd;
     rope_cos_.resize(hp.n_rot / 2);
     rope_sin_.resize(hp.n_rot / 2);
-    for (const Span& s : spans)
+    for (Span& s : spans) {
         for (size_t t = 0; t < s.n; ++t) pos_[s.first + t] = int(s.cache->n_past_ + t);
+        const size_t n_blocks = KvPool::blocks_for(s.cache->n_past_ + s.n);
+        s.pages.resize(n_blocks);
+        for (size_t b = 0; b < n_blocks; ++b) s.pages[b] = s.cache->pool().data(s.cache->blocks_[b]);
+    }
 
     for (size_t t = 0; t < n; ++t) dequantize_row(m_.tok_embd.type, m_.tok_embd.row(uint64_t(tokens[t])), x_.data() + t * E, E);
 
@@ -395,27 +397,7 @@ void CpuForward::eval_step(std::span<const TokenId> tokens, std::span<const Span
         }
         rope_rows(q_.data(), n, hp.n_head, hp.q_dim());
         rope_rows(kv_k_.data(), n, hp.n_head_kv, hp.kv_dim());
-        // Head-major: each KV head's run of positions is contiguous, so that attention streams
-        // one sequential run per head rather than every other 128 bytes.
-        const size_t hv = hp.head_dim_v;
-        for (const Span& s : spans) {
-            KvCache& c = *s.cache;
-            for (size_t t = s.first; t < s.first + s.n; ++t) {
-            const size_t pos = size_t(pos_[t]);
-            for (uint32_t h = 0; h < hp.n_head_kv; ++h) {
-                const float* ks = kv_k_.data() + t * hp.kv_dim() + size_t(h) * hp.head_dim;
-                const float* vs = kv_v_.data() + t * hp.v_dim() + size_t(h) * hv;
-                const size_t ko = (size_t(h) * c.n_ctx_ + pos) * hp.head_dim, vo = (size_t(h) * c.n_ctx_ + pos) * hv;
-                if (c.kv_ == KvType::F16) {
-                    k_.to_half(ks, c.k16_[il].data() + ko, hp.head_dim);
-                    k_.to_half(vs, c.v16_[il].data() + vo, hv);
-                } else {
-                    std::copy_n(ks, hp.head_dim, c.k_[il].data() + ko);
-                    std::copy_n(vs, hv, c.v_[il].data() + vo);
-                }
-            }
-            }
-        }
+        for (const Span& s : spans) store_kv(il, s);
         for (const Span& s : spans) attention(il, s);
         matmul(L.wo, attn_.data(), n, out_.data());
         for (size_t i = 0; i < n * E; ++i) x_[i] += out_[i];

@@ -11,49 +11,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/kv_cache.h"
 #include "engine/thread_pool.h"
 #include "kernels/cpu/kernels.h"
 #include "model/model.h"
 
 namespace celer {
-
-// What the KV cache stores: fp16 halves its memory and the bytes decode reads per token of
-// context, at a rounding of 2^-11 relative per key and value element.
-enum class KvType { F32, F16 };
-KvType parse_kv_type(std::string_view name);  // "f32" | "f16"; throws celer::Error otherwise
-const char* kv_type_name(KvType t);
-
-// One sequence's keys and values, every layer, for up to n_ctx positions. Head-major per layer:
-// (n_head_kv, n_ctx, head_dim) keys and (n_head_kv, n_ctx, head_dim_v) values, as floats (F32)
-// or halves (F16). Positions [0, n_past) hold the sequence's tokens so far.
-class KvCache {
-public:
-    KvCache(const HParams& hp, uint32_t n_ctx, KvType kv);
-
-    KvType type() const { return kv_; }
-    uint32_t n_past() const { return n_past_; }
-    uint32_t n_ctx() const { return n_ctx_; }
-    // Bytes per token of context, all layers.
-    size_t bytes_per_token() const { return bytes_per_token_; }
-    uint32_t n_layers() const { return uint32_t(kv_ == KvType::F16 ? k16_.size() : k_.size()); }
-    void reset() { n_past_ = 0; }
-    // Forgets every position from n on (n <= n_past()).
-    void truncate(uint32_t n) { n_past_ = n < n_past_ ? n : n_past_; }
-    // Becomes the first n positions of `src` (same model and element type; n at most
-    // src.n_past() and this cache's n_ctx()): a prefix another sequence computed, copied instead
-    // of recomputed. Throws celer::Error (changing nothing) otherwise.
-    void copy_prefix(const KvCache& src, uint32_t n);
-
-private:
-    friend class CpuForward;
-    KvType kv_;
-    uint32_t n_ctx_;
-    uint32_t kv_heads_;
-    uint32_t n_past_ = 0;
-    size_t bytes_per_token_;
-    std::vector<std::vector<float>> k_, v_;
-    std::vector<std::vector<uint16_t>> k16_, v16_;
-};
 
 // One sequence's share of a batched step: its cache, the tokens it appends there, and whether
 // the last token's logits are wanted (a prompt chunk that is not the last needs none).
@@ -66,13 +29,16 @@ struct SeqTokens {
 class CpuForward {
 public:
     // Owns one KV cache of n_ctx positions (the single-sequence API below); more sequences bring
-    // their own KvCache to eval_batch.
+    // their own KvCache (of a pool of their own or shared) to eval_batch.
     CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx, KvType kv = KvType::F32);
 
     KvType kv_type() const { return cache_.type(); }
     // Bytes of KV cache per token of context, all layers.
     size_t kv_bytes_per_token() const { return cache_.bytes_per_token(); }
+    // A cache with its own pool, of this forward pass's element type.
     KvCache make_cache(uint32_t n_ctx) const { return KvCache(m_.hp, n_ctx, cache_.type()); }
+    // A pool of n_blocks blocks for caches that share prefixes.
+    std::shared_ptr<KvPool> make_pool(size_t n_blocks) const { return std::make_shared<KvPool>(m_.hp, cache_.type(), n_blocks); }
 
     // Runs `tokens` at positions n_past() onwards and appends them to the cache. Writes the
     // logits of every token (all_logits) or of the last one into `logits`, n_vocab each.
@@ -83,8 +49,8 @@ public:
     // for all their tokens. Each entry's tokens go to its own cache at its own positions; the
     // logits of each entry's last token land in `logits` at the entry's index, n_vocab each (left
     // untouched for entries that want none). At most
-    // kMaxBatch tokens in all, each cache at most once; throws celer::Error (changing nothing)
-    // otherwise or if a context would overflow.
+    // kMaxBatch tokens in all, each cache at most once; throws celer::Error (changing nothing
+    // but blocks reserved ahead) otherwise, if a context would overflow or its pool has no room.
     void eval_batch(std::span<const SeqTokens> seqs, std::vector<float>& logits);
 
     uint32_t n_past() const { return cache_.n_past(); }
@@ -102,12 +68,15 @@ private:
     // A token span of one sequence inside the current step.
     struct Span {
         KvCache* cache;
+        std::vector<const uint8_t*> pages;  // the cache's block addresses, for attention
         size_t first, n;  // rows of the step's activations
         bool all_logits;
         float* logits;    // all_logits: n rows; else the last token's row; nullptr: none
     };
     void check_tokens(std::span<const TokenId> tokens) const;
-    void eval_step(std::span<const TokenId> tokens, std::span<const Span> spans);
+    void check_cache(const KvCache& c) const;
+    void eval_step(std::span<const TokenId> tokens, std::span<Span> spans);
+    void store_kv(uint32_t il, const Span& s);
     struct Product {
         const Weight* w;
         float* y;

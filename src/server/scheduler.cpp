@@ -63,7 +63,7 @@ struct Scheduler::Slot {
     explicit Slot(KvCache c) : cache(std::move(c)) {}
     KvCache cache;
     std::vector<TokenId> tokens;  // exactly what the cache holds, in order
-    uint64_t last_used = 0;
+    uint64_t last_used = 0;       // admission order: older requests' prompt chunks go first
 
     // The generation using this slot, if any.
     std::shared_ptr<Generation> gen;
@@ -81,7 +81,16 @@ struct Scheduler::Slot {
 Scheduler::Scheduler(Engine& engine, const SchedulerOptions& opt) : engine_(engine), opt_(opt) {
     if (opt.n_slots < 1 || opt.n_slots > 256) throw Error(fmt::format("--parallel {}: expected 1 to 256", opt.n_slots));
     if (opt.slot_ctx < 8) throw Error(fmt::format("context size {} is too small", opt.slot_ctx));
-    for (int i = 0; i < opt.n_slots; ++i) slots_.push_back(std::make_unique<Slot>(engine.forward().make_cache(opt.slot_ctx)));
+    const size_t per_slot = KvPool::blocks_for(opt.slot_ctx) + 1;
+    const size_t block_bytes = engine.forward().make_pool(1)->block_bytes();
+    const size_t n_blocks = opt.kv_budget ? opt.kv_budget / block_bytes : per_slot * size_t(opt.n_slots);
+    if (n_blocks < per_slot)
+        throw Error(fmt::format("--kv-budget {} MiB holds {} blocks of {} tokens; one sequence of {} tokens needs {} ({:.1f} MiB)",
+                                opt.kv_budget >> 20, n_blocks, KvPool::kBlockTokens, opt.slot_ctx, per_slot,
+                                double(per_slot * block_bytes) / (1 << 20)));
+    pool_ = engine.forward().make_pool(n_blocks);
+    tree_ = std::make_unique<PrefixTree>(pool_);
+    for (int i = 0; i < opt.n_slots; ++i) slots_.push_back(std::make_unique<Slot>(KvCache(pool_, opt.slot_ctx)));
     thread_ = std::thread([this] { loop(); });
 }
 
@@ -128,9 +137,9 @@ void Scheduler::cancel_all() {
     cv_.notify_all();
 }
 
-size_t Scheduler::kv_bytes_total() const { return slots_.size() * size_t(opt_.slot_ctx) * slots_[0]->cache.bytes_per_token(); }
+size_t Scheduler::kv_bytes_total() const { return pool_->n_blocks() * pool_->block_bytes(); }
 
-size_t Scheduler::kv_bytes_in_use() const { return stats_.kv_tokens.load() * slots_[0]->cache.bytes_per_token(); }
+size_t Scheduler::kv_bytes_in_use() const { return stats_.kv_blocks_used.load() * pool_->block_bytes(); }
 
 namespace {
 
@@ -143,11 +152,11 @@ size_t common_prefix(std::span<const TokenId> a, std::span<const TokenId> b) {
 
 }  // namespace
 
-// Gives waiting generations idle slots, each the one whose cache shares the longest prefix with
-// its prompt (least recently used among equals, so that a cold request evicts the oldest). When
-// another slot holds more of the prompt, those rows are copied over; when another slot is still
-// prefilling a prefix this prompt shares, the request waits for it (requests behind it in the
-// queue may go first) rather than computing the same tokens a second time.
+// Gives waiting generations free slots in arrival order, each loading the longest cached prefix
+// of its prompt from the tree. When a running sequence is still prefilling a prefix this prompt
+// shares beyond what the tree has, the request waits for it (requests behind it may go first)
+// rather than computing the same tokens a second time. A request whose prompt cannot get its
+// blocks now waits for running sequences to free theirs.
 bool Scheduler::admit() {
     bool any = false;
     // Cancelled requests leave at once, wherever they are in the queue, even with every slot busy.
@@ -157,53 +166,56 @@ bool Scheduler::admit() {
         stats_.cancelled++;
         return true;
     });
+    const auto running = [&] { return std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->gen != nullptr; }); };
     for (auto it = queue_.begin(); it != queue_.end();) {
         std::shared_ptr<Generation> g = *it;
         const std::span<const TokenId> p = g->prompt_;
-        Slot* best = nullptr;
-        size_t best_lcp = 0;
-        Slot* donor = nullptr;  // any slot, running or not, holding a longer prefix of the prompt
-        size_t donor_lcp = 0;
+        Slot* free = nullptr;
         size_t coming = 0;  // the longest prefix a slot is prefilling now and has not reached yet
+        Slot* donor = nullptr;  // the running sequence whose cache holds most of the prompt
+        size_t donor_lcp = 0;
         for (auto& s : slots_) {
-            const size_t lcp = common_prefix(s->tokens, p);
-            if (lcp > donor_lcp) {
-                donor = s.get();
-                donor_lcp = lcp;
-            }
-            if (s->gen) {
-                if (s->next < 0) {
-                    const size_t shared = common_prefix(s->gen->prompt_, p);
-                    if (shared > s->prompt_done) coming = std::max(coming, shared);
-                }
+            if (!s->gen) {
+                free = free ? free : s.get();
                 continue;
             }
-            if (!best || lcp > best_lcp || (lcp == best_lcp && s->last_used < best->last_used)) {
-                best = s.get();
-                best_lcp = lcp;
+            if (const size_t lcp = common_prefix(s->tokens, p); lcp > donor_lcp) donor = s.get(), donor_lcp = lcp;
+            if (s->next < 0) {
+                const size_t shared = common_prefix(s->gen->prompt_, p);
+                if (shared > s->prompt_done) coming = std::max(coming, shared);
             }
         }
-        if (!best) break;
-        if (coming > std::max(donor_lcp, best_lcp)) {
-            ++it;  // more of its prefix is being computed: wait, then copy it
+        if (!free) break;
+        // At least the prompt's last token is run again: its logits pick the first new token.
+        const uint32_t max_keep = uint32_t(p.size() - 1);
+        donor_lcp = std::min<size_t>(donor_lcp, max_keep);
+        const uint32_t cached = std::max<uint32_t>(tree_->match(p, max_keep), uint32_t(donor_lcp));
+        if (coming > cached) {
+            ++it;  // more of its prefix is being computed: wait, then share it
             continue;
         }
-        // Another slot computed more of this prompt: copy its prefix rather than recompute it
-        // (a memcpy of the KV rows, orders of magnitude cheaper than their prefill).
-        if (donor && donor != best && donor_lcp >= best_lcp + kMinCopy) {
-            const size_t n = std::min(donor_lcp, p.size() - 1);
-            best->cache.copy_prefix(donor->cache, uint32_t(n));
-            best->tokens.assign(donor->tokens.begin(), donor->tokens.begin() + long(n));
-            best_lcp = n;
-            stats_.copied_tokens += n;
+        // Blocks it will need beyond the cached ones (+1: a shared partial block is copied).
+        const size_t need = KvPool::blocks_for(p.size() + 1) - cached / KvPool::kBlockTokens + 1;
+        if (pool_->n_free() < need && pool_->n_free() + tree_->n_evictable() < need) {
+            if (running()) {
+                stats_.out_of_kv++;
+                break;  // in order: it goes first once blocks come back
+            }
+            it = queue_.erase(it);
+            g->end(Finish::Error, fmt::format("the prompt needs {} KV blocks and the budget has {}", need, pool_->n_blocks()));
+            continue;
         }
         it = queue_.erase(it);
-        Slot& s = *best;
-        // Keep the shared prefix, but at least the prompt's last token is run again: its logits
-        // pick the first new token.
-        const size_t keep = std::min(best_lcp, p.size() - 1);
-        s.cache.truncate(uint32_t(keep));
-        s.tokens.resize(keep);
+        Slot& s = *free;
+        uint32_t keep = tree_->load(p, max_keep, s.cache);
+        if (donor_lcp > keep) {
+            // A running sequence holds more of it than the tree (its last block is not full
+            // yet): share its blocks; whichever side writes first into the shared one copies it.
+            s.cache.fork(donor->cache, uint32_t(donor_lcp));
+            keep = uint32_t(donor_lcp);
+            stats_.forked_tokens += keep;
+        }
+        s.tokens.assign(p.begin(), p.begin() + keep);
         s.gen = g;
         s.prompt_done = keep;
         s.next = -1;
@@ -231,8 +243,8 @@ void Scheduler::loop() {
                 try {
                     admit();
                 } catch (const std::exception& e) {
-                    // Nothing admit() does should throw (copy_prefix checks what admit already
-                    // knows); if it does, the request at the head fails rather than the server.
+                    // Nothing admit() does should throw; if it does, the request at the head fails
+                    // rather than the server.
                     if (!queue_.empty()) {
                         queue_.front()->end(Finish::Error, e.what());
                         queue_.pop_front();
@@ -259,11 +271,23 @@ void Scheduler::release(Slot& s, Finish f, std::string error) {
     stats_.finished++;
     s.gen.reset();
     s.sampler.reset();
-    s.last_used = ++clock_;
+    // Everything it computed stays cached for whoever continues it (the next turn, a redirect).
+    tree_->insert(s.tokens, s.cache, true);
+    s.cache.reset();
+    s.tokens.clear();
 }
 
-// One batched step: every decoding slot feeds its last token; the remaining room goes to prompt
-// chunks, oldest request first.
+void Scheduler::publish() {
+    stats_.active.store(int(std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->gen != nullptr; })));
+    stats_.kv_blocks_used.store(pool_->n_used());
+    stats_.kv_blocks_cached.store(tree_->n_nodes());
+    stats_.evicted_blocks.store(tree_->evictions());
+}
+
+// One batched step: every decoding sequence feeds its last token; the remaining room goes to
+// prompt chunks, oldest request first. Each gets its blocks first: a decoding sequence that
+// cannot (the budget is spent on running sequences) ends with "length"; a prompt chunk that
+// cannot waits for a later step.
 void Scheduler::step() {
     if (cancel_running_.exchange(false))
         for (auto& s : slots_)
@@ -283,6 +307,11 @@ void Scheduler::step() {
                 release(s, Finish::Length);
                 continue;
             }
+            if (!s.cache.reserve(1)) {
+                stats_.out_of_kv++;
+                release(s, Finish::Length);
+                continue;
+            }
             batch.push_back({&s.cache, std::span(&s.next, 1), true});
             in_batch.push_back(&s);
             --room;
@@ -296,13 +325,19 @@ void Scheduler::step() {
         if (room == 0) break;
         const auto& p = s->gen->prompt_;
         const size_t n = std::min(room, p.size() - s->prompt_done);
+        if (!s->cache.reserve(uint32_t(n))) {
+            stats_.out_of_kv++;
+            continue;
+        }
         const bool last = s->prompt_done + n == p.size();
         batch.push_back({&s->cache, std::span(p).subspan(s->prompt_done, n), last && s->gen->params_.max_tokens > 0});
         in_batch.push_back(s);
         room -= n;
     }
     if (batch.empty()) {
-        stats_.active.store(0);
+        // Prompts waiting for blocks that no running sequence will free: they cannot proceed.
+        for (Slot* s : prefilling) release(*s, Finish::Error, "the KV cache budget is too small for this prompt");
+        publish();
         return;
     }
 
@@ -312,6 +347,7 @@ void Scheduler::step() {
         engine_.forward().eval_batch(batch, logits);
     } catch (const std::exception& e) {
         for (Slot* s : in_batch) release(*s, Finish::Error, e.what());
+        publish();
         return;
     }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -340,10 +376,13 @@ void Scheduler::step() {
             if (s.gen) release(s, Finish::Error, e.what());
         }
     }
-    stats_.active.store(int(std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->gen != nullptr; })));
-    size_t kv = 0;
-    for (const auto& s : slots_) kv += s->cache.n_past();
-    stats_.kv_tokens.store(kv);
+    // Blocks filled in this step are shared from now on.
+    constexpr uint32_t B = KvPool::kBlockTokens;
+    for (size_t i = 0; i < in_batch.size(); ++i) {
+        const Slot& s = *in_batch[i];
+        if (s.gen && s.cache.n_past() / B > (s.cache.n_past() - batch[i].tokens.size()) / B) tree_->insert(s.tokens, s.cache, false);
+    }
+    publish();
 }
 
 namespace {

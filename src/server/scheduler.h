@@ -1,10 +1,11 @@
-// The server's engine loop: one thread owns the forward pass and a fixed set of slots (one KV
-// cache each). Requests wait in a queue, take the idle slot whose cached tokens share the
-// longest prefix with their prompt (so a conversation's next turn prefills only what is new;
-// a longer prefix held by any other slot is copied over rather than recomputed),
-// and then every step runs all decoding slots plus prompt chunks of the others as one batch
-// (continuous batching, chunked prefill). Output goes to a Generation that a connection reads
-// from another thread; cancelling one stops it before the next step.
+// The server's engine loop: one thread owns the forward pass, a paged KV pool and the prefix
+// tree over it, and up to n_slots running sequences. Requests wait in a queue; one admitted
+// takes the longest prefix of its prompt that anything computed before (an earlier turn,
+// another session) from the tree, by reference, and prefills only the rest. Every step runs all
+// decoding sequences plus prompt chunks of the others as one batch (continuous batching,
+// chunked prefill). Each block a sequence fills goes into the tree at once, so a prefix being
+// prefilled is shared as it grows. Output goes to a Generation that a connection reads from
+// another thread; cancelling one stops it before the next step, its KV kept in the tree.
 #pragma once
 
 #include <atomic>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/prefix_tree.h"
 
 namespace celer::server {
 
@@ -86,18 +88,23 @@ private:
 };
 
 struct SchedulerOptions {
-    int n_slots = 4;
-    uint32_t slot_ctx = 4096;  // positions per slot
+    int n_slots = 4;           // sequences running at once
+    uint32_t slot_ctx = 4096;  // positions per sequence
     size_t max_queue = 256;    // waiting requests beyond this are refused
+    // KV pool size in bytes. 0: room for every slot's full context at once (and a block each
+    // for copy-on-write); whatever running sequences do not use keeps cached prefixes.
+    size_t kv_budget = 0;
 };
 
 // Counters for /metrics, read without locks.
 struct SchedulerStats {
     std::atomic<uint64_t> prompt_tokens{0}, cached_tokens{0}, prefilled_tokens{0}, generated_tokens{0};
-    std::atomic<uint64_t> copied_tokens{0};  // cached tokens copied from another slot
+    std::atomic<uint64_t> forked_tokens{0};  // cached tokens shared from a running sequence's cache
     std::atomic<uint64_t> steps{0}, finished{0}, cancelled{0};
+    std::atomic<uint64_t> evicted_blocks{0};  // cached blocks freed for new ones
+    std::atomic<uint64_t> out_of_kv{0};       // sequences ended (length) or delayed for want of blocks
     std::atomic<int> active{0}, waiting{0};
-    std::atomic<size_t> kv_tokens{0};  // positions held in all slots' caches, after the last step
+    std::atomic<size_t> kv_blocks_used{0}, kv_blocks_cached{0};  // after the last step
 };
 
 class Scheduler {
@@ -119,18 +126,21 @@ public:
     int n_slots() const { return opt_.n_slots; }
     size_t kv_bytes_in_use() const;
     size_t kv_bytes_total() const;
+    size_t kv_block_bytes() const { return pool_->block_bytes(); }
 
 private:
     struct Slot;
     void loop();
     bool admit();  // under mu_
-    static constexpr size_t kMinCopy = 32;  // a shorter gain is not worth copying a prefix
     void step();
+    void publish();
     void sample(Slot& s, const float* logits);
     void release(Slot& s, Finish f, std::string error = {});
 
     Engine& engine_;
     const SchedulerOptions opt_;
+    std::shared_ptr<KvPool> pool_;
+    std::unique_ptr<PrefixTree> tree_;  // used by the engine thread only (and admit, under mu_)
     std::vector<std::unique_ptr<Slot>> slots_;
     SchedulerStats stats_;
     uint64_t clock_ = 0;  // for least-recently-used ties

@@ -328,7 +328,9 @@ struct Server::Impl {
         };
         counter("celer_prompt_tokens_total", "Prompt tokens of admitted requests.", st.prompt_tokens.load());
         counter("celer_cached_tokens_total", "Prompt tokens found in a slot's cache (not prefilled).", st.cached_tokens.load());
-        counter("celer_copied_prefix_tokens_total", "Cached prompt tokens copied from another slot's cache.", st.copied_tokens.load());
+        counter("celer_forked_prefix_tokens_total", "Cached prompt tokens shared from a running sequence's cache.", st.forked_tokens.load());
+        counter("celer_kv_evicted_blocks_total", "Cached KV blocks evicted (least recently used) for new ones.", st.evicted_blocks.load());
+        counter("celer_kv_out_of_blocks_total", "Sequences delayed or ended because the KV budget was spent.", st.out_of_kv.load());
         counter("celer_prefilled_tokens_total", "Prompt tokens run through the model.", st.prefilled_tokens.load());
         counter("celer_generated_tokens_total", "Tokens generated.", st.generated_tokens.load());
         counter("celer_steps_total", "Batched forward steps.", st.steps.load());
@@ -339,7 +341,8 @@ struct Server::Impl {
         gauge("celer_generations_running", "Generations in a slot now.", double(st.active.load()));
         gauge("celer_generations_waiting", "Generations queued for a slot.", double(st.waiting.load()));
         gauge("celer_connections", "Open connections.", connections);
-        gauge("celer_kv_bytes_used", "KV cache bytes holding tokens.", double(sched.kv_bytes_in_use()));
+        gauge("celer_kv_bytes_used", "KV cache bytes holding tokens (running sequences and cached prefixes).", double(sched.kv_bytes_in_use()));
+        gauge("celer_kv_cached_blocks", "KV blocks in the prefix tree.", double(st.kv_blocks_cached.load()));
         gauge("celer_kv_bytes_total", "KV cache bytes allocated.", double(sched.kv_bytes_total()));
         ttft.write(out, "celer_time_to_first_token_seconds", "Time from request to first token.");
         inter_token.write(out, "celer_inter_token_seconds", "Time between streamed tokens.");

@@ -39,14 +39,18 @@ inline constexpr size_t kScratchRows = 4;
 // `partial` set (one token only) the result is left unnormalised for a later merge of several
 // key ranges (flash-decoding): out_h = sum_j p_j v_j with p_j = exp(s_j - max_h), and max_h,
 // sum_h = sum_j p_j in max[h], sum[h].
+// How the KV cache stores an element: float, fp16, or Q8_0 rows (BlockQ8_0 per 32 elements).
+enum class KvElem : uint8_t { F32, F16, Q8_0 };
+
 struct AttnArgs {
     const float* q;  // token i, head h at q + i * q_tok_stride + h * q_stride
     size_t n_q, q_stride;
-    const float* k;  // key j at k + j * k_stride
-    const float* v;  // value j at v + j * v_stride
-    const uint16_t* k16;  // instead of k and v when the cache holds fp16 (same strides)
-    const uint16_t* v16;
-    size_t k_stride, v_stride;
+    // The cache in pages of page_rows positions (a multiple of kAttnTile, so that a tile of keys
+    // never straddles two pages): key j's row starts at pages[j / page_rows] + k_off +
+    // (j % page_rows) * k_row, value j's at v_off and v_row likewise (bytes).
+    const uint8_t* const* pages;
+    size_t page_rows, k_off, v_off, k_row, v_row;
+    KvElem elem;
     size_t n_keys;
     size_t head_dim, head_dim_v;
     float scale;

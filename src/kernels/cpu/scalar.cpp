@@ -3,6 +3,7 @@
 // decode per row rather than one per row and token.
 #include "kernels/cpu/kernels.h"
 #include <cmath>
+#include <cstring>
 #include <utility>
 
 #include "tensor/dequant.h"
@@ -48,19 +49,32 @@ float sum(const float* x, size_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
+// One cached row widened to float: the reference decoders of each element type.
+void kv_row(const AttnArgs& a, size_t j, bool value, float* out) {
+    const uint8_t* page = a.pages[j / a.page_rows];
+    const uint8_t* row = page + (value ? a.v_off + (j % a.page_rows) * a.v_row : a.k_off + (j % a.page_rows) * a.k_row);
+    const size_t n = value ? a.head_dim_v : a.head_dim;
+    switch (a.elem) {
+        case KvElem::F32: std::memcpy(out, row, n * sizeof(float)); break;
+        case KvElem::F16: dequantize_row(TensorType::F16, row, out, n); break;
+        case KvElem::Q8_0: dequantize_row(TensorType::Q8_0, row, out, n); break;
+    }
+}
+
 // Online softmax, head by head: one pass over the keys keeps a running maximum and rescales the
 // partial sums when it grows, so no score buffer of length n_keys is needed.
 void attention_one(const AttnArgs& a) {
+    float* acc = a.scratch;
+    float* key = acc + a.head_dim_v;
+    float* value = key + a.head_dim;
     for (size_t h = 0; h < a.n_q; ++h) {
         const float* q = a.q + h * a.q_stride;
-        float* acc = a.scratch;
         for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] = 0;
         float mx = -INFINITY, sum = 0;
-        const auto key = [&](size_t j, size_t d) { return a.k16 ? fp16_to_fp32(a.k16[j * a.k_stride + d]) : a.k[j * a.k_stride + d]; };
-        const auto value = [&](size_t j, size_t d) { return a.v16 ? fp16_to_fp32(a.v16[j * a.v_stride + d]) : a.v[j * a.v_stride + d]; };
         for (size_t j = 0; j < a.n_keys; ++j) {
+            kv_row(a, j, false, key);
             float s = 0;
-            for (size_t d = 0; d < a.head_dim; ++d) s += q[d] * key(j, d);
+            for (size_t d = 0; d < a.head_dim; ++d) s += q[d] * key[d];
             s *= a.scale;
             if (s > mx) {
                 const float r = std::exp(mx - s);  // exp(-inf) = 0 on the first key
@@ -70,7 +84,8 @@ void attention_one(const AttnArgs& a) {
             }
             const float p = std::exp(s - mx);
             sum += p;
-            for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] += p * value(j, d);
+            kv_row(a, j, true, value);
+            for (size_t d = 0; d < a.head_dim_v; ++d) acc[d] += p * value[d];
         }
         float* out = a.out + h * a.out_stride;
         const float inv = a.partial ? 1.0f : 1.0f / sum;
