@@ -260,6 +260,99 @@ TEST_F(ServerModel, ConcurrentSharedPrefixIsComputedOnce) {
     EXPECT_LE(sched.stats().prefilled_tokens.load(), shared + 4 * 16) << "computed once, plus each tail";
 }
 
+// Stress: random multi-turn sessions over a few shared system prompts, duplicate requests running
+// at once (forks of one another's blocks), random cancellations, on a KV budget so tight that
+// cached prefixes are evicted all the time and running sequences sometimes run out of blocks.
+// Every output must be exactly the greedy text from an empty cache, or a prefix of it where the
+// generation was cancelled or ran out of blocks: eviction must never touch a live block.
+TEST_F(ServerModel, EvictionUnderATightBudgetNeverCorruptsASequence) {
+    const std::vector<std::string> words = {"Once", "upon", "a", "time", "there", "was", "little", "girl", "named", "Lily",
+                                            "she", "loved", "to", "play", "with", "her", "ball", "in", "the", "park",
+                                            "one", "day", "Tom", "saw", "big", "dog", "and", "they", "were", "happy"};
+    uint64_t rng = 12345;
+    const auto next = [&](uint64_t n) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        return (rng >> 33) % n;
+    };
+    const auto phrase = [&](size_t n) {
+        std::string s;
+        for (size_t i = 0; i < n; ++i) s += " " + words[next(words.size())];
+        return s;
+    };
+    std::vector<std::string> systems;
+    for (int i = 0; i < 3; ++i) systems.push_back("Once upon a time" + phrase(40 + 30 * size_t(i)));
+
+    EngineOptions eo;
+    eo.n_threads = 2;
+    eo.n_ctx = 512;
+    Engine solo(stories(), eo);
+    const auto solo_of = [&](const std::string& prompt, int n) {
+        SamplerParams sp;
+        sp.temperature = 0;
+        std::string out;
+        solo.generate(solo.tokenize(prompt, true), n, sp, [&](std::string_view t) {
+            out += t;
+            return true;
+        });
+        return out;
+    };
+
+    const size_t block = engine_->forward().make_pool(1)->block_bytes();
+    Scheduler sched(*engine_, {.n_slots = 3, .slot_ctx = 512, .kv_budget = 14 * block});
+    std::vector<std::string> sessions;
+    size_t exact = 0, prefixes = 0;
+    for (int wave = 0; wave < 14; ++wave) {
+        struct Req {
+            std::string prompt;
+            int max_tokens;
+            std::shared_ptr<Generation> g;
+            size_t session;
+        };
+        std::vector<Req> reqs;
+        for (int i = 0; i < 5; ++i) {
+            size_t si = next(sessions.size() + 2);
+            if (si >= sessions.size() || sessions[si].size() > 900) {
+                sessions.push_back(systems[next(systems.size())]);
+                si = sessions.size() - 1;
+            }
+            Req r{sessions[si] + phrase(3 + next(12)), int(1 + next(30)), nullptr, si};
+            const bool twice = next(6) == 0;  // the same prompt at once: the second forks the first
+            for (int k = 0; k < (twice ? 2 : 1); ++k) reqs.push_back(r);
+        }
+        for (Req& r : reqs) {
+            GenParams gp;
+            gp.sampler.temperature = 0;
+            gp.max_tokens = r.max_tokens;
+            r.g = std::make_shared<Generation>(engine_->tokenize(r.prompt, true), gp);
+            sched.submit(r.g);
+        }
+        for (Req& r : reqs)
+            if (next(5) == 0) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(next(15)));
+                r.g->cancel();
+            }
+        for (Req& r : reqs) {
+            const std::string out = run_to_end(*r.g);
+            const std::string want = solo_of(r.prompt, r.max_tokens);
+            ASSERT_NE(r.g->finish(), Finish::Error) << r.g->error();
+            const bool whole = r.g->finish() == Finish::Stop || (r.g->finish() == Finish::Length && int(r.g->completion_tokens()) == r.max_tokens);
+            if (whole) {
+                ASSERT_EQ(out, want) << "wave " << wave << ": " << r.prompt;
+                ++exact;
+            } else {
+                ASSERT_EQ(out, want.substr(0, out.size())) << "wave " << wave << ": " << r.prompt;
+                ++prefixes;
+            }
+            sessions[r.session] = r.prompt + out;  // the next turn continues what it got
+        }
+    }
+    EXPECT_GT(exact, 40u);
+    EXPECT_GT(sched.stats().evicted_blocks.load(), 10u) << "the budget was meant to force evictions";
+    EXPECT_GT(sched.stats().cached_tokens.load(), 1000u) << "prefixes were reused";
+    fmt::print("{} exact, {} cut short; {} blocks evicted, {} cached and {} prefilled tokens\n", exact, prefixes,
+               sched.stats().evicted_blocks.load(), sched.stats().cached_tokens.load(), sched.stats().prefilled_tokens.load());
+}
+
 TEST_F(ServerModel, StopStringsEndTheTextBeforeThem) {
     Scheduler sched(*engine_, {.n_slots = 1, .slot_ctx = 128});
     GenParams gp;
@@ -336,6 +429,7 @@ TEST(PromptCache, IncrementalTokenizationIsExact) {
         if (turn > 0 && turn != 4) {
             EXPECT_GT(cache.reused, 10u) << "turn " << turn;
         }
+        EXPECT_EQ(cache.extended, turn != 4) << "turn " << turn << ": a rewritten history is noticed, an extension is not";
         messages.push_back({{"role", "assistant"}, {"content", fmt::format("Done {} ", turn)}});
     }
 }

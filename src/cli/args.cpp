@@ -1,5 +1,7 @@
 #include "cli/args.h"
 
+#include <cctype>
+
 #include <cerrno>
 #include <cstdlib>
 
@@ -52,6 +54,25 @@ double Args::num_or(std::initializer_list<std::string_view> names, double def, d
     if (errno || end == v->c_str() || *end) throw Error(fmt::format("option {}: '{}' is not a number", *names.begin(), *v));
     if (!(x >= lo && x <= hi)) throw Error(fmt::format("option {}: {} is outside [{}, {}]", *names.begin(), x, lo, hi));
     return x;
+}
+
+unsigned long long Args::bytes_or(std::initializer_list<std::string_view> names, unsigned long long def) {
+    const auto v = value(names);
+    if (!v) return def;
+    char* end = nullptr;
+    errno = 0;
+    const double x = std::strtod(v->c_str(), &end);
+    std::string unit(end ? end : "");
+    for (char& c : unit) c = char(std::toupper(static_cast<unsigned char>(c)));
+    double scale = 0;
+    if (unit.empty() || unit == "B") scale = 1;
+    else if (unit == "K" || unit == "KB" || unit == "KIB") scale = 0x1p10;
+    else if (unit == "M" || unit == "MB" || unit == "MIB") scale = 0x1p20;
+    else if (unit == "G" || unit == "GB" || unit == "GIB") scale = 0x1p30;
+    else if (unit == "T" || unit == "TB" || unit == "TIB") scale = 0x1p40;
+    if (errno || end == v->c_str() || scale == 0 || !(x >= 0) || x * scale > 0x1p60)
+        throw Error(fmt::format("option {}: '{}' is not a size (e.g. 512M, 4GiB)", *names.begin(), *v));
+    return static_cast<unsigned long long>(x * scale);
 }
 
 bool Args::flag(std::initializer_list<std::string_view> names) {

@@ -19,6 +19,9 @@ public:
     std::string value_or(std::initializer_list<std::string_view> names, std::string def);
     long long int_or(std::initializer_list<std::string_view> names, long long def, long long lo, long long hi);
     double num_or(std::initializer_list<std::string_view> names, double def, double lo, double hi);
+    // A size in bytes: a number with an optional unit, K/M/G/T (powers of 1024, as KiB, MiB, ...;
+    // "KB", "MiB" and "GiB" spellings accepted) or none for bytes: "512M", "4GiB", "1.5G".
+    unsigned long long bytes_or(std::initializer_list<std::string_view> names, unsigned long long def);
     bool flag(std::initializer_list<std::string_view> names);
     // Arguments that are not options, in order. Call after every option was looked up.
     std::vector<std::string> positionals();

@@ -21,6 +21,7 @@ int cmd_serve(Args& a) {
     server::SchedulerOptions so;
     so.n_slots = int(a.int_or({"-np", "--parallel"}, 4, 1, 256));
     const uint32_t ctx = uint32_t(a.int_or({"-c", "--ctx-size"}, 0, 0, 1 << 20));
+    so.kv_budget = size_t(a.bytes_or({"--kv-budget"}, 0));
     server::ServerOptions opt;
     opt.host = a.value_or({"--host"}, opt.host);
     opt.port = uint16_t(a.int_or({"--port"}, opt.port, 0, 65535));
@@ -56,10 +57,11 @@ int cmd_serve(Args& a) {
     server::Server srv(sched, mc, store, opt);
     const uint16_t port = srv.listen();
     fmt::print(stderr,
-               "celer serve: {} ({}), {} threads, kernels {}, {} slots of {} tokens ({} KV cache, {:.1f} MiB), "
-               "responses stored in {}\n",
+               "celer serve: {} ({}), {} threads, kernels {}, {} sequences of up to {} tokens; KV cache {}, {:.1f} MiB "
+               "({} blocks of {} tokens, {:.1f} KiB per token); responses stored in {}\n",
                id, arch_name(engine.model().hp.arch), engine.n_threads(), engine.kernel_target(), so.n_slots, so.slot_ctx,
-               kv_type_name(eo.kv_type), double(sched.kv_bytes_total()) / (1 << 20), store_path == "none" ? "memory" : store_path);
+               kv_type_name(eo.kv_type), double(sched.kv_bytes_total()) / (1 << 20), sched.kv_bytes_total() / sched.kv_block_bytes(),
+               KvPool::kBlockTokens, double(sched.kv_block_bytes()) / KvPool::kBlockTokens / 1024, store_path == "none" ? "memory" : store_path);
     fmt::print(stderr, "celer serve: listening on http://{}:{}{}\n", opt.host, port, opt.api_key.empty() ? "" : " (API key required)");
     srv.run();
     sched.shutdown();  // before the server's event loop, which generations notify, goes away

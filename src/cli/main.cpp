@@ -15,13 +15,13 @@ usage: celer COMMAND [options]
 commands:
   run       -m FILE -p TEXT [-n N] [--temp T] [--seed S] [-t THREADS] [--top-k K] [--top-p P]
             [--min-p P] [--repeat-penalty R] [--presence-penalty P] [--frequency-penalty F]
-            [-c CTX] [--kernels NAME] [--kv-type f16|f32] [--file PROMPT_FILE]
+            [-c CTX] [--kernels NAME] [--kv-type f16|f32|q8_0] [--file PROMPT_FILE]
             Generate a continuation; only the generated text goes to stdout.
             Without -m, a small synthetic demo model (random weights) is used.
   info      -m FILE            Architecture, shapes, tensor types, bytes read per token.
   tokenize  -m FILE (TEXT | --file PATH) [--special] [--bos]
             Token ids separated by spaces.
-  bench     -m FILE [-t N] [--prompt N] [--gen N] [--depth N] [--reps N] [--kv-type f16|f32] [--json]
+  bench     -m FILE [-t N] [--prompt N] [--gen N] [--depth N] [--reps N] [--kv-type f16|f32|q8_0] [--json]
             Prefill and decode tok/s, and decode against the measured bandwidth roofline.
   template  -m FILE --messages CONVERSATION.json [--template FILE.jinja] [--no-generation-prompt] [--ids]
             Render a conversation through the model's chat template.

@@ -178,6 +178,7 @@ std::vector<TokenId> ModelContext::chat_prompt(const json& messages, const json&
         for (size_t i = ends.size(); i < ids.size(); ++i) ends.push_back(at += vocab_.piece(ids[i], true).size());
         const bool exact = vocab_.kind() == VocabKind::Bpe && at == text.size();
         cache->reused = keep;
+        cache->extended = text.starts_with(cache->text);
         cache->text = std::move(text);
         cache->tokens = ids;
         cache->ends = exact ? std::move(ends) : std::vector<size_t>();

@@ -56,6 +56,10 @@ struct PromptCache {
     std::vector<TokenId> tokens;
     std::vector<size_t> ends;  // where each token ends in `text`; empty when unknown
     size_t reused = 0;         // tokens taken from the cache by the last call (a statistic)
+    // Whether the last call's text began with the text before it: false when a chat template
+    // rewrote earlier turns (dropping reasoning, moving a system prompt), which costs the prefix
+    // cache everything after the first change.
+    bool extended = true;
 };
 
 // What the API needs to know about the model being served.

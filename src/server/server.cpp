@@ -120,7 +120,13 @@ struct Server::Impl {
 
     // Metrics (network thread, except the histograms).
     std::map<std::pair<std::string, int>, uint64_t> requests;  // (route, status)
-    uint64_t ws_messages = 0, disconnects = 0;
+    uint64_t ws_messages = 0, disconnects = 0, template_rewrites = 0;
+    void note_template_rewrite() {
+        if (template_rewrites++ == 0)
+            fmt::print(stderr,
+                       "serve: the chat template rendered a conversation's earlier turns differently on its next turn; the "
+                       "prefix cache is reused only up to the first change (counted in celer_template_rewrites_total)\n");
+    }
     Histogram ttft{{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}};
     Histogram inter_token{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
     Histogram request_seconds{{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300}};
@@ -337,6 +343,7 @@ struct Server::Impl {
         counter("celer_generations_finished_total", "Generations that ended, for any reason.", st.finished.load());
         counter("celer_generations_cancelled_total", "Generations cancelled (client gone, cancel, shutdown).", st.cancelled.load());
         counter("celer_disconnects_total", "Streams whose client went away mid-generation.", disconnects);
+        counter("celer_template_rewrites_total", "Turns whose rendered prompt did not extend the previous turn's.", template_rewrites);
         counter("celer_websocket_messages_total", "WebSocket messages received.", ws_messages);
         gauge("celer_generations_running", "Generations in a slot now.", double(st.active.load()));
         gauge("celer_generations_waiting", "Generations queued for a slot.", double(st.waiting.load()));
@@ -405,6 +412,7 @@ struct Server::Impl {
     struct LocalResponses {
         static constexpr size_t kLocalResponses = 64;
         PromptCache prompt;  // the connection's last prompt, for incremental tokenization
+        std::string prompt_of;  // the response that prompt was for
         std::list<std::pair<std::string, json>> items;  // (id, context), most recent first
         void put(const std::string& id, json context) {
             items.emplace_front(id, std::move(context));
@@ -464,13 +472,19 @@ struct Server::Impl {
         const json messages = items_to_messages(context, instructions);
         job.tools = !rr.tools.empty();
         job.prompt = model.chat_prompt(messages, rr.tools, local ? &local->prompt : nullptr);
+        job.id = random_id("resp_");
+        if (local) {
+            // A turn continuing the connection's last response should render as that prompt plus
+            // what followed; a template that rewrites history breaks the prefix there.
+            if (!prev.empty() && prev == local->prompt_of && !local->prompt.extended) note_template_rewrite();
+            local->prompt_of = job.id;
+        }
         job.params = std::move(rr.params);
         job.store = rr.store;
         job.stream = rr.stream;
         // generate: false (WebSocket warm-up): the input is prefilled and remembered, nothing is
         // generated, and the response completes with no output.
         if (!rr.generate) job.params.max_tokens = 0;
-        job.id = random_id("resp_");
         job.context = std::move(context);
         json r;
         r["id"] = job.id;
