@@ -39,6 +39,7 @@ public:
     static constexpr uint32_t kBlockTokens = 64;
 
     KvPool(const HParams& hp, KvType kv, size_t n_blocks);
+    ~KvPool();
     KvPool(const KvPool&) = delete;
     KvPool& operator=(const KvPool&) = delete;
 
@@ -63,8 +64,8 @@ public:
     // Copies positions [0, n) of every layer and head from block src into block dst.
     void copy(int32_t src, int32_t dst, uint32_t n);
 
-    uint8_t* data(int32_t b) { return base_.get() + size_t(b) * block_bytes_; }
-    const uint8_t* data(int32_t b) const { return base_.get() + size_t(b) * block_bytes_; }
+    uint8_t* data(int32_t b) { return base_ + size_t(b) * block_bytes_; }
+    const uint8_t* data(int32_t b) const { return base_ + size_t(b) * block_bytes_; }
     // Byte offsets in a block of layer il's first key or value row of KV head h; rows follow
     // each other k_row_bytes() / v_row_bytes() apart.
     size_t k_offset(uint32_t il, uint32_t h) const { return il * layer_bytes_ + h * size_t(kBlockTokens) * k_row_; }
@@ -75,13 +76,11 @@ public:
     size_t v_row_bytes() const { return v_row_; }
 
 private:
-    struct FreeBytes {
-        void operator()(uint8_t* p) const;
-    };
     HParams hp_;
     KvType kv_;
     size_t k_row_, v_row_, layer_bytes_, block_bytes_;
-    std::unique_ptr<uint8_t, FreeBytes> base_;
+    uint8_t* base_ = nullptr;  // mapped_ bytes
+    size_t mapped_ = 0;
     std::vector<uint32_t> refs_;
     std::vector<int32_t> free_;  // a stack: the most recently freed block (warm in cache) first
     std::function<void(size_t)> reclaim_;
