@@ -63,9 +63,10 @@ struct AttnArgs {
     size_t n_tok = 1, q_tok_stride = 0, out_tok_stride = 0;
 };
 inline constexpr size_t kAttnTile = 64;
+inline constexpr size_t kAttnScoreRows = 4;  // rows whose scores of a tile are held at once
 // Scores of a tile, one tile of keys and values widened to float, and per row the running sums.
 inline constexpr size_t attn_scratch_floats(size_t rows, size_t head_dim, size_t head_dim_v) {
-    return kAttnTile * (1 + head_dim + head_dim_v) + rows * (head_dim_v + 2);
+    return kAttnTile * (kAttnScoreRows + head_dim + head_dim_v) + rows * (head_dim_v + 2);
 }
 
 struct CpuKernels {
