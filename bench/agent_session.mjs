@@ -1,11 +1,12 @@
 // Agent-session benchmark (issue #6): one conversation that starts with a long prompt and grows
 // by a chunk of "tool output" every turn, as a coding agent's does; each turn asks for one token.
 // Reports each turn's time to first token against what prefilling only the new tokens should
-// cost (new tokens / prefill rate + one decode step, rates from `celer bench` on the same file),
+// cost (new tokens / prefill rate + one decode step, rates from `celer bench` on the same file at
+// the turn's depth),
 // and the tokens computed against a server without reuse, beside llama-server if given.
 //
 //   node bench/agent_session.mjs --celer build/celer --model FILE [--llama-server PATH]
-//        [--turns 20] [--start-words 8000] [--turn-words 500] [--threads 2]
+//        [--turns 20] [--start-words 8000] [--turn-words 500] [--threads 2] [--fit-depth 16384]
 import { spawnSync } from 'node:child_process';
 
 import { arg, request, startCeler, startLlama, stop } from './server_common.mjs';
@@ -37,14 +38,23 @@ async function session(port) {
   return out;
 }
 
-// Rates of this file on this machine, for the expectation.
-const b = JSON.parse(spawnSync(celer, ['bench', '-m', model, '-t', threads, '--prompt', '512', '--gen', '16', '--json'], { encoding: 'utf8' }).stdout);
-const result = { model, turns, start_words: startWords, turn_words: turnWords, prefill_tok_s: b.prefill_tok_s, decode_tok_s: b.decode_tok_s, servers: {} };
+// Rates of this file on this machine, for the expectation: prefill of 512 tokens and decode, at
+// depth 0 and at --fit-depth. Attention makes a token's cost grow linearly with the keys before
+// it, so a new token at depth d costs t0 + (t1 - t0) * d / d1 (t0, t1 the measured seconds per
+// token at depth 0 and d1), and likewise a decode step.
+const fitDepth = Number(arg('fit-depth', 16384));
+const benchAt = (depth) => JSON.parse(spawnSync(celer, ['bench', '-m', model, '-t', threads, '--prompt', '512', '--gen', '16', '--reps', '1', '--depth', String(depth), '--json'], { encoding: 'utf8' }).stdout);
+const b = benchAt(0), bd = benchAt(fitDepth);
+const perToken = (rate0, rateD, d1, d) => 1 / rate0 + (1 / rateD - 1 / rate0) * d / d1;
+const prefillSeconds = (n, depth) => n * perToken(b.prefill_tok_s, bd.prefill_tok_s, fitDepth + 256, depth + n / 2);
+const decodeSeconds = (depth) => perToken(b.decode_tok_s, bd.decode_tok_s, fitDepth + 512, depth);
+const result = { model, turns, start_words: startWords, turn_words: turnWords, prefill_tok_s: b.prefill_tok_s, decode_tok_s: b.decode_tok_s,
+                 fit_depth: fitDepth, prefill_tok_s_at_fit_depth: bd.prefill_tok_s, decode_tok_s_at_fit_depth: bd.decode_tok_s, servers: {} };
 
 const report = (name, t) => {
   const rows = t.map((x, i) => {
     const fresh = i === 0 ? x.prompt : x.prompt - t[i - 1].prompt;  // tokens the turn added (incl. the reply)
-    const expect = (fresh / b.prefill_tok_s + 1 / b.decode_tok_s) * 1e3;
+    const expect = (prefillSeconds(fresh, x.prompt - fresh) + decodeSeconds(x.prompt)) * 1e3;
     return { turn: i, prompt: x.prompt, new: fresh, computed: x.computed, ttft_ms: Math.round(x.ms), expected_ms: Math.round(expect), ratio: +(x.ms / expect).toFixed(2) };
   });
   const later = rows.slice(1);

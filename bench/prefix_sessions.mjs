@@ -4,7 +4,7 @@
 // prompt tokens were computed (/metrics), against llama-server on the same file if given.
 //
 //   node bench/prefix_sessions.mjs --celer build/celer --model FILE [--llama-server PATH]
-//        [--sessions 8] [--prefix-words 1500] [--threads 2]
+//        [--sessions 8] [--prefix-words 1500] [--threads 2] [--ctx 4096]
 import { arg, request, startCeler, startLlama, stop } from './server_common.mjs';
 
 const celer = arg('celer', 'build/celer');
@@ -13,6 +13,7 @@ const llamaServer = arg('llama-server', '');
 const sessions = Number(arg('sessions', 8));
 const words = Number(arg('prefix-words', 1500));
 const threads = arg('threads', '2');
+const ctx = arg('ctx', '4096');  // per session
 
 const vocab = ['def', 'return', 'self', 'value', 'for', 'in', 'range', 'if', 'else', 'import', 'os', 'path', 'list', 'dict', '(', ')', ':', '=', 'x', 'y'];
 const prefix = Array.from({ length: words }, (_, i) => vocab[(i * 7) % vocab.length] + (i % 12 === 11 ? '\n' : '')).join(' ');
@@ -30,18 +31,20 @@ async function run(name, port) {
 
 const results = [];
 {
-  const s = await startCeler(celer, model, ['-t', threads, '-np', String(sessions), '-c', '4096']);
+  const s = await startCeler(celer, model, ['-t', threads, '-np', String(sessions), '-c', ctx]);
   const r = await run('celer', s.port);
   const m = await request(s.port, '/metrics', null, 'GET');
   const get = (k) => Number(new RegExp(`^${k} ([0-9.e+]+)$`, 'm').exec(m)?.[1]);
   r.prompt_tokens = get('celer_prompt_tokens_total');
   r.prefilled_tokens = get('celer_prefilled_tokens_total');
-  r.copied_tokens = get('celer_copied_prefix_tokens_total');
+  r.forked_tokens = get('celer_forked_prefix_tokens_total');
+  r.evicted_blocks = get('celer_kv_evicted_blocks_total');
   results.push(r);
+  console.error(JSON.stringify(r));  // at once: the peer's run may take a long time
   await stop(s);
 }
 if (llamaServer) {
-  const s = await startLlama(llamaServer, model, 18950, ['-t', threads, '-np', String(sessions), '-c', String(4096 * sessions)]);
+  const s = await startLlama(llamaServer, model, 18950, ['-t', threads, '-np', String(sessions), '-c', String(Number(ctx) * sessions)]);
   results.push(await run('llama-server', s.port));
   await stop(s);
 }

@@ -353,6 +353,55 @@ TEST_F(ServerModel, EvictionUnderATightBudgetNeverCorruptsASequence) {
                sched.stats().evicted_blocks.load(), sched.stats().cached_tokens.load(), sched.stats().prefilled_tokens.load());
 }
 
+// Greedy generation that starts from cached blocks (an earlier turn's prompt and output, a
+// partly matching block copied on write) gives the text of a scheduler whose cache is empty, on
+// several architectures, weight types and KV element types.
+TEST(PrefixCache, CacheHitsMatchAnEmptyCache) {
+    struct Case {
+        std::string model;
+        KvType kv;
+    };
+    std::vector<Case> cases = {{test::synth_model("tiny-qwen2", "q8_0"), KvType::F16}, {test::synth_model("tiny-qwen2", "q8_0"), KvType::Q8_0},
+                               {test::synth_model("tiny-llama", "q4_k_m"), KvType::F16}, {test::synth_model("tiny-qwen3", "f16"), KvType::Q8_0}};
+    if (test::have_shared()) cases.push_back({stories(), KvType::F16});
+    for (const Case& c : cases) {
+        EngineOptions eo;
+        eo.n_threads = 2;
+        eo.n_ctx = 8;
+        eo.kv_type = c.kv;
+        Engine engine(c.model, eo);
+        const uint32_t n_vocab = engine.model().hp.n_vocab;
+        std::vector<TokenId> turn1;
+        for (uint32_t i = 0; i < 150; ++i) turn1.push_back(TokenId((i * 7919u + 13u) % n_vocab));
+        GenParams gp;
+        gp.sampler.temperature = 0;
+        gp.max_tokens = 20;
+        const auto generate = [&](Scheduler& sched, const std::vector<TokenId>& prompt) {
+            auto g = std::make_shared<Generation>(prompt, gp);
+            sched.submit(g);
+            const std::string text = run_to_end(*g);
+            return std::make_pair(text, g->cached_tokens());
+        };
+        Scheduler warm(engine, {.n_slots = 2, .slot_ctx = 512});
+        const std::string out1 = generate(warm, turn1).first;
+        // Turn 2: turn 1's prompt, then other tokens (its output's tokens need not come back the
+        // same through the tokenizer, and random weights give arbitrary text).
+        std::vector<TokenId> turn2 = turn1;
+        for (uint32_t i = 0; i < 40; ++i) turn2.push_back(TokenId((i * 104729u + 5u) % n_vocab));
+        const auto [hit, cached] = generate(warm, turn2);
+        EXPECT_GE(cached, turn1.size() - 1) << c.model;
+        // A third request sharing only part of turn 1's second block: a partial block copied.
+        std::vector<TokenId> turn3(turn1.begin(), turn1.begin() + 100);
+        turn3.push_back(TokenId(3));
+        const auto [part, cached3] = generate(warm, turn3);
+        EXPECT_EQ(cached3, 100u) << c.model;
+        Scheduler cold(engine, {.n_slots = 1, .slot_ctx = 512});
+        EXPECT_EQ(hit, generate(cold, turn2).first) << c.model << " " << kv_type_name(c.kv);
+        Scheduler cold3(engine, {.n_slots = 1, .slot_ctx = 512});
+        EXPECT_EQ(part, generate(cold3, turn3).first) << c.model << " " << kv_type_name(c.kv);
+    }
+}
+
 TEST_F(ServerModel, StopStringsEndTheTextBeforeThem) {
     Scheduler sched(*engine_, {.n_slots = 1, .slot_ctx = 128});
     GenParams gp;

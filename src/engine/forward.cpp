@@ -305,7 +305,7 @@ void CpuForward::eval(std::span<const TokenId> tokens, bool all_logits, std::vec
     }
 }
 
-void CpuForward::eval_batch(std::span<const SeqTokens> seqs, std::vector<float>& logits) {
+void CpuForward::eval_batch(std::span<const SeqTokens> seqs, std::vector<float>& logits, const std::function<bool()>& abort) {
     const HParams& hp = m_.hp;
     size_t total = 0;
     for (size_t i = 0; i < seqs.size(); ++i) {
@@ -335,7 +335,7 @@ void CpuForward::eval_batch(std::span<const SeqTokens> seqs, std::vector<float>&
                          seqs[i].logits ? logits.data() + i * hp.n_vocab : nullptr});
         tokens.insert(tokens.end(), seqs[i].tokens.begin(), seqs[i].tokens.end());
     }
-    eval_step(tokens, spans);
+    eval_step(tokens, spans, abort);
 }
 
 // Writes the step's keys and values of layer il into the sequence's blocks, in the pool's
@@ -364,7 +364,7 @@ void CpuForward::store_kv(uint32_t il, const Span& s) {
     }
 }
 
-void CpuForward::eval_step(std::span<const TokenId> tokens, std::span<Span> spans) {
+void CpuForward::eval_step(std::span<const TokenId> tokens, std::span<Span> spans, const std::function<bool()>& abort) {
     const HParams& hp = m_.hp;
     const size_t n = tokens.size();
     const size_t E = hp.n_embd;
@@ -380,6 +380,9 @@ void CpuForward::eval_step(std::span<const TokenId> tokens, std::span<Span> span
     for (size_t t = 0; t < n; ++t) dequantize_row(m_.tok_embd.type, m_.tok_embd.row(uint64_t(tokens[t])), x_.data() + t * E, E);
 
     for (uint32_t il = 0; il < hp.n_layer; ++il) {
+        // Rows written so far lie past each cache's n_past in blocks it alone holds (reserve
+        // saw to that), so stopping here leaves every cache as it was.
+        if (abort && abort()) throw StepAborted();
         const LayerWeights& L = m_.layers[il];
         for (size_t t = 0; t < n; ++t) rms_norm(x_.data() + t * E, L.attn_norm.data(), xn_.data() + t * E, E, hp.rms_eps);
         matmuls({{&L.wq, q_.data()}, {&L.wk, kv_k_.data()}, {&L.wv, kv_v_.data()}}, xn_.data(), n);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <span>
@@ -24,6 +25,11 @@ struct SeqTokens {
     KvCache* cache;
     std::span<const TokenId> tokens;
     bool logits = true;
+};
+
+// Thrown by eval_batch when its abort check said stop.
+struct StepAborted : std::exception {
+    const char* what() const noexcept override { return "step aborted"; }
 };
 
 class CpuForward {
@@ -51,7 +57,10 @@ public:
     // untouched for entries that want none). At most
     // kMaxBatch tokens in all, each cache at most once; throws celer::Error (changing nothing
     // but blocks reserved ahead) otherwise, if a context would overflow or its pool has no room.
-    void eval_batch(std::span<const SeqTokens> seqs, std::vector<float>& logits);
+    // `abort`, when given, is asked before every layer; once it says yes the step stops and
+    // throws StepAborted, the caches keeping their positions as before the step (a server
+    // whose every sequence in the step was cancelled answers within a layer, not a step).
+    void eval_batch(std::span<const SeqTokens> seqs, std::vector<float>& logits, const std::function<bool()>& abort = {});
 
     uint32_t n_past() const { return cache_.n_past(); }
     uint32_t n_ctx() const { return cache_.n_ctx(); }
@@ -75,7 +84,7 @@ private:
     };
     void check_tokens(std::span<const TokenId> tokens) const;
     void check_cache(const KvCache& c) const;
-    void eval_step(std::span<const TokenId> tokens, std::span<Span> spans);
+    void eval_step(std::span<const TokenId> tokens, std::span<Span> spans, const std::function<bool()>& abort = {});
     void store_kv(uint32_t il, const Span& s);
     struct Product {
         const Weight* w;

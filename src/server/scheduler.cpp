@@ -344,7 +344,17 @@ void Scheduler::step() {
     std::vector<float> logits;
     const auto t0 = std::chrono::steady_clock::now();
     try {
-        engine_.forward().eval_batch(batch, logits);
+        // Stop mid-step once every sequence in it was cancelled (or the server stops): the cancel
+        // is answered within a layer rather than after the whole step.
+        const auto abort = [&] {
+            return cancel_running_.load() || std::all_of(in_batch.begin(), in_batch.end(), [](Slot* s) { return s->gen->cancelled(); });
+        };
+        engine_.forward().eval_batch(batch, logits, abort);
+    } catch (const StepAborted&) {
+        for (Slot* s : in_batch) s->cache.truncate(s->cache.n_past());  // blocks reserved for the step go back
+        stats_.aborted_steps++;
+        publish();
+        return;  // the next step releases the cancelled sequences
     } catch (const std::exception& e) {
         for (Slot* s : in_batch) release(*s, Finish::Error, e.what());
         publish();

@@ -101,6 +101,7 @@ struct SchedulerStats {
     std::atomic<uint64_t> prompt_tokens{0}, cached_tokens{0}, prefilled_tokens{0}, generated_tokens{0};
     std::atomic<uint64_t> forked_tokens{0};  // cached tokens shared from a running sequence's cache
     std::atomic<uint64_t> steps{0}, finished{0}, cancelled{0};
+    std::atomic<uint64_t> aborted_steps{0};  // steps stopped between layers: all their sequences cancelled
     std::atomic<uint64_t> evicted_blocks{0};  // cached blocks freed for new ones
     std::atomic<uint64_t> out_of_kv{0};       // sequences ended (length) or delayed for want of blocks
     std::atomic<int> active{0}, waiting{0};
