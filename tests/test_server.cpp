@@ -34,19 +34,23 @@ std::string run_to_end(Generation& g) {
 
 // Greedy text of `prompt` from a fresh engine with an empty cache: what batching, prefix reuse
 // and copies must reproduce.
+std::string greedy_text(Engine& engine, const std::string& prompt, int n) {
+    SamplerParams sp;
+    sp.temperature = 0;
+    std::string out;
+    engine.generate(engine.tokenize(prompt, true), n, sp, [&](std::string_view t) {
+        out += t;
+        return true;
+    });
+    return out;
+}
+
 std::string solo_text(const std::string& prompt, int n, uint32_t n_ctx = 0) {
     EngineOptions eo;
     eo.n_threads = 2;
     eo.n_ctx = n_ctx;
     Engine solo(stories(), eo);
-    SamplerParams sp;
-    sp.temperature = 0;
-    std::string out;
-    solo.generate(solo.tokenize(prompt, true), n, sp, [&](std::string_view t) {
-        out += t;
-        return true;
-    });
-    return out;
+    return greedy_text(solo, prompt, n);
 }
 
 int status_of(const std::function<void()>& f) {
@@ -286,16 +290,6 @@ TEST_F(ServerModel, EvictionUnderATightBudgetNeverCorruptsASequence) {
     eo.n_threads = 2;
     eo.n_ctx = 512;
     Engine solo(stories(), eo);
-    const auto solo_of = [&](const std::string& prompt, int n) {
-        SamplerParams sp;
-        sp.temperature = 0;
-        std::string out;
-        solo.generate(solo.tokenize(prompt, true), n, sp, [&](std::string_view t) {
-            out += t;
-            return true;
-        });
-        return out;
-    };
 
     const size_t block = engine_->forward().make_pool(1)->block_bytes();
     Scheduler sched(*engine_, {.n_slots = 3, .slot_ctx = 512, .kv_budget = 14 * block});
@@ -333,7 +327,7 @@ TEST_F(ServerModel, EvictionUnderATightBudgetNeverCorruptsASequence) {
             }
         for (Req& r : reqs) {
             const std::string out = run_to_end(*r.g);
-            const std::string want = solo_of(r.prompt, r.max_tokens);
+            const std::string want = greedy_text(solo, r.prompt, r.max_tokens);
             ASSERT_NE(r.g->finish(), Finish::Error) << r.g->error();
             const bool whole = r.g->finish() == Finish::Stop || (r.g->finish() == Finish::Length && int(r.g->completion_tokens()) == r.max_tokens);
             if (whole) {

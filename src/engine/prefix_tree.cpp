@@ -7,14 +7,14 @@ namespace {
 
 constexpr uint32_t B = KvPool::kBlockTokens;
 
+}  // namespace
+
 size_t common_prefix(std::span<const TokenId> a, std::span<const TokenId> b) {
     const size_t n = std::min(a.size(), b.size());
     size_t i = 0;
     while (i < n && a[i] == b[i]) ++i;
     return i;
 }
-
-}  // namespace
 
 PrefixTree::PrefixTree(std::shared_ptr<KvPool> pool) : pool_(std::move(pool)) {
     pool_->set_reclaimer([this](size_t n) { evict(n); });

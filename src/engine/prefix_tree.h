@@ -17,6 +17,9 @@
 
 namespace celer {
 
+// How many leading tokens a and b share.
+size_t common_prefix(std::span<const TokenId> a, std::span<const TokenId> b);
+
 class PrefixTree {
 public:
     // Becomes the pool's reclaimer: the pool evicts through it when it runs out of blocks.

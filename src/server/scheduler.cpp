@@ -49,10 +49,19 @@ void Generation::push(std::string text, std::optional<TokenLogprob> lp) {
     if (notify_) notify_();
 }
 
+bool Generation::cancel() {
+    std::lock_guard lock(mu_);
+    if (finish_ != Finish::None) return false;
+    cancelled_.store(true);
+    return true;
+}
+
 void Generation::end(Finish f, std::string error) {
     {
         std::lock_guard lock(mu_);
         if (finish_ != Finish::None) return;
+        // A cancel that was accepted wins over an end the engine reached after it.
+        if (cancelled_.load() && (f == Finish::Stop || f == Finish::Length)) f = Finish::Cancelled;
         finish_ = f;
         error_ = std::move(error);
     }
@@ -140,17 +149,6 @@ void Scheduler::cancel_all() {
 size_t Scheduler::kv_bytes_total() const { return pool_->n_blocks() * pool_->block_bytes(); }
 
 size_t Scheduler::kv_bytes_in_use() const { return stats_.kv_blocks_used.load() * pool_->block_bytes(); }
-
-namespace {
-
-size_t common_prefix(std::span<const TokenId> a, std::span<const TokenId> b) {
-    const size_t n = std::min(a.size(), b.size());
-    size_t i = 0;
-    while (i < n && a[i] == b[i]) ++i;
-    return i;
-}
-
-}  // namespace
 
 // Gives waiting generations free slots in arrival order, each loading the longest cached prefix
 // of its prompt from the tree. When a running sequence is still prefilling a prefix this prompt
@@ -267,7 +265,7 @@ void Scheduler::release(Slot& s, Finish f, std::string error) {
     if (!s.held.empty() && f != Finish::Error) s.gen->push(std::move(s.held), std::nullopt);
     s.held.clear();
     s.gen->end(f, std::move(error));
-    if (f == Finish::Cancelled) stats_.cancelled++;
+    if (s.gen->finish() == Finish::Cancelled) stats_.cancelled++;
     stats_.finished++;
     s.gen.reset();
     s.sampler.reset();

@@ -55,7 +55,9 @@ public:
     bool take(Chunk& out);
     // Called on the producer's thread after each push; must be cheap and thread-safe.
     void on_ready(std::function<void()> fn) { notify_ = std::move(fn); }
-    void cancel() { cancelled_.store(true); }
+    // Asks the generation to stop. False when it had already finished (the cancel came too
+    // late); otherwise it ends as cancelled, even if the engine reaches its natural end first.
+    bool cancel();
     bool cancelled() const { return cancelled_.load(); }
 
     Finish finish() const;

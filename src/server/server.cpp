@@ -565,7 +565,8 @@ struct Server::Impl {
 
     awaitable<void> response_by_id(beast::tcp_stream& s, const Request& req, std::string id, bool cancel) {
         if (auto it = running.find(id); it != running.end()) {
-            if (cancel) it->second->cancel();
+            if (cancel && !it->second->cancel())
+                throw ApiError(400, fmt::format("Response '{}' has already finished and cannot be cancelled.", id), "response_id");
             const json r = {{"id", id}, {"object", "response"}, {"status", cancel ? "cancelled" : "in_progress"}};
             co_await send_json(s, req, 200, r);
             co_return;
@@ -621,10 +622,10 @@ struct Server::Impl {
                 }
                 ++ws_messages;
                 std::string text = beast::buffers_to_string(buf.data());
-                if (const auto id = cancel_target(text); id && in.running && (id->empty() || *id == in.running_id)) {
-                    in.running->cancel();
+                // A cancel that comes too late (the response already ended, its last events
+                // still being written) goes to the runner, which answers it with an error.
+                if (const auto id = cancel_target(text); id && in.running && (id->empty() || *id == in.running_id) && in.running->cancel())
                     continue;
-                }
                 in.messages.push_back(std::move(text));
                 wake();
             }

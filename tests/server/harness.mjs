@@ -234,6 +234,11 @@ export async function socket(server) {
     ws,
     // Sends `msg`; resolves with the events up to the response's last (or an error).
     // `onEvent(e)` sees each event as it arrives.
+    // The next event to arrive without sending anything, or null after `ms`.
+    async next(ms) {
+      if (!queue.length) await Promise.race([new Promise((r) => (wake = r)), new Promise((r) => setTimeout(r, ms))]);
+      return queue.shift() ?? null;
+    },
     async turn(msg, onEvent = () => {}) {
       ws.send(JSON.stringify(msg));
       const events = [];

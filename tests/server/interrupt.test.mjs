@@ -44,6 +44,50 @@ describe('interrupt over the WebSocket', () => {
     s.ws.close();
   });
 
+  // Defined behaviour: a cancel during prefill ends the response cancelled with whatever output it
+  // had (none), and the socket goes on.
+  test('a cancel during prefill ends the response cancelled', T, async () => {
+    const s = await socket(server);
+    const long = Array.from({ length: 1200 }, (_, i) => `w${i % 97}`).join(' ');  // about 2,400 tokens: some chunks
+    const input = [{ type: 'message', role: 'user', content: long }];
+    const events = await s.turn({ type: 'response.create', input, max_output_tokens: 2000, store: false }, (e) => {
+      if (e.type === 'response.created') s.ws.send(JSON.stringify({ type: 'response.cancel' }));
+    });
+    const r = events.at(-1).response;
+    assert.equal(r?.status, 'cancelled', JSON.stringify(events.at(-1)).slice(0, 300));
+    assert.ok(r.usage.output_tokens < 2000, `stopped early, not after ${r.usage.output_tokens} tokens`);
+    const next = await s.turn({ type: 'response.create', input: 'hi', max_output_tokens: 2, store: false });
+    assert.ok(['completed', 'incomplete'].includes(next.at(-1).response.status));
+    s.ws.close();
+  });
+
+  // Defined behaviour: a cancel racing the natural end of a response. Whichever the engine sees
+  // first wins: either the response ends cancelled and nothing follows, or it ends as it would
+  // have and the late cancel gets an error event (response_not_running). Exactly one final event.
+  test('a cancel racing the natural end gives one final event either way', T, async () => {
+    const seen = new Set();
+    for (let i = 0; i < 8; ++i) {
+      const s = await socket(server);
+      const events = await s.turn({ type: 'response.create', input: `hi ${i}`, max_output_tokens: 1 + (i % 3), store: false }, (e) => {
+        if (e.type === 'response.created') s.ws.send(JSON.stringify({ type: 'response.cancel' }));
+      });
+      const finals = events.filter((e) => ['response.completed', 'response.incomplete', 'response.failed'].includes(e.type));
+      assert.equal(finals.length, 1, JSON.stringify(events.map((e) => e.type)));
+      const status = finals[0].response.status;
+      seen.add(status);
+      const after = await s.next(300);
+      if (status === 'cancelled') {
+        assert.equal(after, null, 'nothing follows a cancelled response');
+      } else {
+        assert.ok(['completed', 'incomplete'].includes(status), status);
+        assert.equal(after?.type, 'error', 'the late cancel is answered');
+        assert.equal(after.code, 'response_not_running');
+      }
+      s.ws.close();
+    }
+    assert.ok(seen.size >= 1);
+  });
+
   test('a cancel with nothing running is an error event, and the socket stays usable', T, async () => {
     const s = await socket(server);
     s.ws.send(JSON.stringify({ type: 'response.cancel', response_id: 'resp_unknown' }));

@@ -395,6 +395,7 @@ describe('responses', () => {
 
     // A finished response cannot be cancelled; deleted, it is gone.
     await rejectsWith(() => ai.responses.cancel(r.id), OpenAI.BadRequestError, 400);
+    await rejectsWith(() => ai.responses.cancel('resp_never_was'), OpenAI.NotFoundError, 404);
     await ai.responses.delete(r.id);
     await rejectsWith(() => ai.responses.retrieve(r.id), OpenAI.NotFoundError, 404);
     await rejectsWith(() => ai.responses.delete(r.id), OpenAI.NotFoundError, 404);
