@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "engine/kv_cache.h"
 #include "model/model.h"
 #include "util/error.h"
 
@@ -44,9 +45,16 @@ int cmd_info(Args& a) {
     for (const auto& [name, e] : by_type)
         fmt::print("  {:<6} {:>4} tensors {:>10.2f} MiB\n", name, e.first, double(e.second) / (1 << 20));
     const uint64_t per_tok = m->weight_bytes_per_token();
-    const uint64_t kv_per_tok = uint64_t(hp.n_layer) * (hp.kv_dim() + hp.v_dim()) * 2;
-    fmt::print("read per generated token: {:.2f} MiB of weights + {} bytes of KV cache per token of context (f16 KV; f32: {})\n",
-               double(per_tok) / (1 << 20), kv_per_tok, 2 * kv_per_tok);
+    const auto kv_bytes = [&](KvType t) {
+        return uint64_t(hp.n_layer) * hp.n_head_kv * (kv_row_bytes(t, hp.head_dim) + kv_row_bytes(t, hp.head_dim_v));
+    };
+    const bool q8 = hp.head_dim % 32 == 0 && hp.head_dim_v % 32 == 0;
+    fmt::print("read per generated token: {:.2f} MiB of weights + {} bytes of KV cache per token of context (f16 KV; f32: {}{})\n",
+               double(per_tok) / (1 << 20), kv_bytes(KvType::F16), kv_bytes(KvType::F32),
+               q8 ? fmt::format("; q8_0: {}", kv_bytes(KvType::Q8_0)) : std::string());
+    const uint64_t ctx = hp.n_ctx_train;
+    fmt::print("KV cache for the trained context of {} tokens: {:.1f} MiB f16{}\n", ctx, double(kv_bytes(KvType::F16) * ctx) / (1 << 20),
+               q8 ? fmt::format(", {:.1f} MiB q8_0", double(kv_bytes(KvType::Q8_0) * ctx) / (1 << 20)) : std::string());
     return 0;
 }
 
