@@ -23,6 +23,9 @@ commands:
             Token ids separated by spaces.
   bench     -m FILE [-t N] [--prompt N] [--gen N] [--depth N] [--reps N] [--kv-type f16|f32|q8_0] [--json]
             Prefill and decode tok/s, and decode against the measured bandwidth roofline.
+  serve     -m FILE [--host H] [--port P] [--api-key K] [-t THREADS] [-np SEQUENCES] [-c CTX]
+            [--kv-budget SIZE] [--kv-type f16|q8_0|f32] [--store FILE|none] [--max-tokens N]
+            OpenAI-compatible server (Chat Completions, Completions, Responses, WebSocket).
   template  -m FILE --messages CONVERSATION.json [--template FILE.jinja] [--no-generation-prompt] [--ids]
             Render a conversation through the model's chat template.
   synth     --shape NAME [--type TYPE] [--vocab GGUF|tokenizer.json] [--layers N] [--seed S] -o OUT.gguf
