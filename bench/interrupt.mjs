@@ -1,7 +1,9 @@
 // Interrupt benchmark (issue 7): over one WebSocket, start a long response, cancel it after a
 // few tokens, and time cancel sent -> final event received (stop latency); then redirect with a
 // new instruction naming the cancelled response, and time its first token against a fresh
-// request (a new socket, the same full history as input items, none of it cached).
+// request (a new socket, the same full history as input items, none of it cached). Then the
+// same with one response.steer message: steer sent -> the steered response's final event, and
+// steer sent -> the first token of the successor that continues it with the new words.
 //
 //   node bench/interrupt.mjs --celer build/celer --model FILE [--rounds 20] [--after 8] [--threads 2]
 import WebSocket from 'ws';
@@ -43,7 +45,7 @@ async function open(port) {
 
 const pct = (a, p) => [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(a.length * p))];
 const s = await startCeler(celer, model, ['-t', threads, '-np', '2', '-c', '8192']);
-const stopMs = [], redirectMs = [], freshMs = [], steps = [];
+const stopMs = [], redirectMs = [], freshMs = [], steps = [], steerStopMs = [], steerMs = [];
 for (let r = 0; r < rounds; ++r) {
   const c = await open(s.port);
   const input = [{ type: 'message', role: 'system', content: system }, { type: 'message', role: 'user', content: `Task ${r}: write the module.` }];
@@ -64,6 +66,31 @@ for (let r = 0; r < rounds; ++r) {
   c.ws.close();
   // The same history, fresh: a new socket, everything as input, and nothing of it cached (its
   // first word differs, so no slot holds any of its prefix).
+  // Steering: one message stops the response and continues it with the new words.
+  const st = await open(s.port);
+  await new Promise((resolve, reject) => {
+    let n = 0, id = null, tSteer = 0, stopped = false;
+    st.ws.on('message', (d) => {
+      const e = JSON.parse(d.toString());
+      if (e.type === 'error' || e.type === 'response.steer.failed') return reject(new Error(JSON.stringify(e)));
+      if (e.type === 'response.created' && !id) id = e.response.id;
+      if (e.type === 'response.output_text.delta' && !stopped && ++n === after) {
+        tSteer = performance.now();
+        st.ws.send(JSON.stringify({ type: 'response.steer', previous_response_id: id, input: 'No, do it with a class instead.' }));
+      }
+      if (e.type === 'response.incomplete' && e.response.id === id) {
+        stopped = true;
+        steerStopMs.push(performance.now() - tSteer);
+      }
+      if (e.type === 'response.output_text.delta' && stopped) {
+        steerMs.push(performance.now() - tSteer);
+        st.ws.close();
+        resolve();
+      }
+    });
+    st.ws.send(JSON.stringify({ type: 'response.create', input: [input[0], { type: 'message', role: 'user', content: `Task ${r}b: write the module.` }],
+      max_output_tokens: 2000, temperature: 0.8, seed: r, store: false }));
+  });
   const f = await open(s.port);
   const history = [{ type: 'message', role: 'system', content: `Fresh ${r}. ${system}` }, ...input.slice(1), ...resp.output, instruction];
   const fresh = await f.turn({ type: 'response.create', input: history, max_output_tokens: 1, store: false, temperature: 0 });
@@ -78,4 +105,7 @@ console.log(JSON.stringify({
   redirect_ttft_ms_median: pct(redirectMs, 0.5),
   fresh_ttft_ms_median: pct(freshMs, 0.5),
   redirect_over_fresh: pct(redirectMs, 0.5) / pct(freshMs, 0.5),
+  steer_stop_ms: { p50: pct(steerStopMs, 0.5), p99: pct(steerStopMs, 0.99) },
+  steer_ttft_ms_median: pct(steerMs, 0.5),
+  steer_over_fresh: pct(steerMs, 0.5) / pct(freshMs, 0.5),
 }, null, 2));

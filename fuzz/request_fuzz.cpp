@@ -62,6 +62,10 @@ void parse_bodies(std::string_view body) {
     } catch (const celer::Error&) {
     }
     try {
+        if (j.is_object() && j.contains("input")) (void)celer::server::parse_steer_input(j["input"]);
+    } catch (const celer::Error&) {
+    }
+    try {
         const auto r = celer::server::parse_responses(j, lim);
         (void)m.chat_prompt(celer::server::items_to_messages(r.input, r.instructions), r.tools);
     } catch (const celer::Error&) {

@@ -147,6 +147,32 @@ TEST(Api, ResponsesItemsBecomeMessages) {
     EXPECT_EQ(input_items(json("hi"))[0]["role"], "user");
 }
 
+// response.steer input: text user messages, as a string or items; anything else is refused
+// with invalid_input and a reason.
+TEST(Api, SteerInputIsTextFromTheUser) {
+    const json one = parse_steer_input("No: use a loop.");
+    ASSERT_EQ(one.size(), 1u);
+    EXPECT_EQ(one[0]["role"], "user");
+    EXPECT_EQ(one[0]["type"], "message");
+    EXPECT_EQ(one[0]["content"], "No: use a loop.");
+    const json items = parse_steer_input(json::parse(
+        R"([{"role": "user", "content": "a"}, {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "b"}]}])"));
+    ASSERT_EQ(items.size(), 2u);
+    EXPECT_EQ(items[1]["content"][0]["text"], "b");
+    for (const char* bad : {R"("")", R"([])", R"(42)", R"([1])", R"([{"role": "assistant", "content": "x"}])",
+                            R"([{"role": "user"}])", R"([{"role": "user", "content": "x", "id": "m1"}])",
+                            R"([{"type": "function_call_output", "role": "user", "content": "x"}])",
+                            R"([{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}])"}) {
+        try {
+            (void)parse_steer_input(json::parse(bad));
+            ADD_FAILURE() << bad << " was accepted";
+        } catch (const ApiError& e) {
+            EXPECT_EQ(e.code, "invalid_input") << bad;
+            EXPECT_FALSE(std::string(e.what()).empty());
+        }
+    }
+}
+
 TEST(Api, OnlyFunctionToolsReachTheModel) {
     const json tools = json::parse(R"([{"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}},
                                        {"type": "web_search"}, {"type": "namespace", "name": "ns", "tools": []}])");
@@ -474,6 +500,89 @@ TEST(PromptCache, IncrementalTokenizationIsExact) {
         }
         EXPECT_EQ(cache.extended, turn != 4) << "turn " << turn << ": a rewritten history is noticed, an extension is not";
         messages.push_back({{"role", "assistant"}, {"content", fmt::format("Done {} ", turn)}});
+    }
+}
+
+// What a response generated goes back into its session's prompt as the model's own tokens,
+// even where tokenizing the text again would split it differently (whose KV would then be
+// computed again): up to where the next prompt's text stops following that output.
+TEST(PromptCache, SplicedOutputKeepsTheModelsTokens) {
+    if (!test::have_shared()) GTEST_SKIP() << "../shared is absent";
+    const auto path = (test::scratch_dir() / "tq-vocab.gguf").string();
+    synth::Options o;
+    o.shape = "tiny-qwen2";
+    o.type = "q8_0";
+    o.vocab_from = test::shared_dir() + "/tokenizers/ggml-vocab-qwen2.gguf";
+    synth::write_model(o, path);
+    EngineOptions eo;
+    eo.n_threads = 1;
+    eo.n_ctx = 8;
+    Engine engine(path, eo);
+    const ModelContext mc(engine, "tq", "");
+    const Vocab& v = mc.vocab();
+    const std::string said = "int a;\n\n  return  b;";
+    std::vector<TokenId> out;  // one token per character: not how the tokenizer splits it
+    for (char c : said) {
+        const auto t = v.encode(std::string(1, c));
+        out.insert(out.end(), t.begin(), t.end());
+    }
+    ASSERT_NE(out, v.encode(said));
+    const auto starts_with = [](const std::vector<TokenId>& a, const std::vector<TokenId>& prefix) {
+        return a.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), a.begin());
+    };
+    const auto text = [&](const std::vector<TokenId>& ids) {
+        std::string t;
+        for (TokenId id : ids) t += v.piece(id, true);
+        return t;
+    };
+    const json base = json::array({{{"role", "system"}, {"content", "You are a coder."}}, {{"role", "user"}, {"content", "Write it."}}});
+
+    // The output as the next prompt renders it: every generated token kept.
+    {
+        PromptCache cache;
+        const auto prompt = mc.chat_prompt(base, json(), &cache);
+        mc.splice_output(cache, out);
+        json m = base;
+        m.push_back({{"role", "assistant"}, {"content", said}});
+        m.push_back({{"role", "user"}, {"content", "No: use a loop."}});
+        const auto full = mc.chat_prompt(m, json());
+        const auto inc = mc.chat_prompt(m, json(), &cache);
+        std::vector<TokenId> expect = prompt;
+        expect.insert(expect.end(), out.begin(), out.end());
+        EXPECT_TRUE(starts_with(inc, expect)) << "the prompt, then the generated tokens";
+        EXPECT_EQ(text(inc), text(full)) << "the same text";
+        EXPECT_NE(inc, full);
+        // And on the turn after, still.
+        m.push_back({{"role", "assistant"}, {"content", "ok"}});
+        m.push_back({{"role", "user"}, {"content", "Thanks."}});
+        const auto inc2 = mc.chat_prompt(m, json(), &cache);
+        EXPECT_TRUE(starts_with(inc2, expect));
+        EXPECT_EQ(text(inc2), text(mc.chat_prompt(m, json())));
+    }
+    // The output cut short (a stop string, a template that trims): the tokens up to the cut.
+    {
+        PromptCache cache;
+        const auto prompt = mc.chat_prompt(base, json(), &cache);
+        mc.splice_output(cache, out);
+        json m = base;
+        m.push_back({{"role", "assistant"}, {"content", "int a;"}});
+        m.push_back({{"role", "user"}, {"content", "More."}});
+        const auto inc = mc.chat_prompt(m, json(), &cache);
+        std::vector<TokenId> expect = prompt;
+        expect.insert(expect.end(), out.begin(), out.begin() + 6);  // "int a;" was six one-character tokens
+        EXPECT_TRUE(starts_with(inc, expect));
+        EXPECT_EQ(text(inc), text(mc.chat_prompt(m, json())));
+    }
+    // The output rendered differently inside (a parsed tool call written back another way): no
+    // cut falls there, and the prompt is the tokenizer's.
+    {
+        PromptCache cache;
+        (void)mc.chat_prompt(base, json(), &cache);
+        mc.splice_output(cache, out);
+        json m = base;
+        m.push_back({{"role", "assistant"}, {"content", "int a; x"}});
+        m.push_back({{"role", "user"}, {"content", "More."}});
+        EXPECT_EQ(mc.chat_prompt(m, json(), &cache), mc.chat_prompt(m, json()));
     }
 }
 

@@ -157,9 +157,14 @@ std::vector<TokenId> ModelContext::chat_prompt(const json& messages, const json&
     if (cache && !cache->ends.empty() && cache->tokens.size() == cache->ends.size() && !cache->tokens.empty() &&
         (cache->tokens[0] == vocab_.bos()) == bos) {
         const size_t lcp = size_t(std::mismatch(text.begin(), text.end(), cache->text.begin(), cache->text.end()).first - text.begin());
+        // A cut is exact after a control token. After spliced output (or the prompt's last
+        // token) it is also taken where the new text goes on with a control token: the
+        // tokenizer splits there, and the output keeps the model's tokens.
         for (size_t i = cache->tokens.size(); i-- > (bos ? 1 : 0);) {
+            if (cache->ends[i] > lcp) continue;
             const TokenAttr a = vocab_.attr(cache->tokens[i]);
-            if (cache->ends[i] <= lcp && (a == TokenAttr::Control || a == TokenAttr::UserDefined)) {
+            const bool output = i + 1 >= cache->n_prompt;
+            if (a == TokenAttr::Control || a == TokenAttr::UserDefined || (output && vocab_.special_at(text, cache->ends[i], true) >= 0)) {
                 keep = i + 1;
                 offset = cache->ends[i];
                 break;
@@ -182,8 +187,18 @@ std::vector<TokenId> ModelContext::chat_prompt(const json& messages, const json&
         cache->text = std::move(text);
         cache->tokens = ids;
         cache->ends = exact ? std::move(ends) : std::vector<size_t>();
+        cache->n_prompt = ids.size();
     }
     return ids;
+}
+
+void ModelContext::splice_output(PromptCache& cache, const std::vector<TokenId>& output) const {
+    if (cache.ends.empty() || cache.ends.size() != cache.tokens.size() || cache.ends.back() != cache.text.size()) return;
+    for (const TokenId t : output) {
+        cache.text += vocab_.piece(t, true);
+        cache.tokens.push_back(t);
+        cache.ends.push_back(cache.text.size());
+    }
 }
 
 std::vector<TokenId> ModelContext::text_prompt(std::string_view text) const {
@@ -495,6 +510,31 @@ ResponsesRequest parse_responses(const json& body, const Limits& lim) {
     // Checked now so that a malformed conversation is refused before anything runs.
     (void)items_to_messages(r.input, r.instructions);
     return r;
+}
+
+json parse_steer_input(const json& in) {
+    const auto refuse = [](std::string why) { return ApiError(400, std::move(why), "input", "invalid_request_error", "invalid_input"); };
+    if (in.is_string()) {
+        if (in.get_ref<const std::string&>().empty()) throw refuse("'input' is empty");
+        return json::array({{{"type", "message"}, {"role", "user"}, {"content", in}}});
+    }
+    if (!in.is_array() || in.empty()) throw refuse("'input' must be a string or a non-empty array of user messages");
+    json items = json::array();
+    for (const json& m : in) {
+        if (!m.is_object()) throw refuse("each input item must be an object");
+        for (const auto& [k, v] : m.items())
+            if (k != "type" && k != "role" && k != "content") throw refuse(fmt::format("input items may hold only type, role and content, not '{}'", k));
+        if (m.contains("type") && m["type"] != "message") throw refuse("only messages can steer a response");
+        if (!m.contains("role") || m["role"] != "user") throw refuse("only user messages can steer a response");
+        const json* c = m.contains("content") ? &m["content"] : nullptr;
+        if (!c || !(c->is_string() || c->is_array())) throw refuse("a message's 'content' must be a string or an array of parts");
+        if (c->is_array())
+            for (const json& part : *c)
+                if (!part.is_object() || !part.contains("type") || part["type"] != "input_text" || !part.contains("text") || !part["text"].is_string())
+                    throw refuse("this server steers with text only (input_text parts)");
+        items.push_back({{"type", "message"}, {"role", "user"}, {"content", *c}});
+    }
+    return items;
 }
 
 }  // namespace celer::server

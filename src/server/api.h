@@ -50,11 +50,14 @@ struct Limits {
 // The prompt a session rendered last and its tokens, so that its next turn tokenizes only the
 // text after the last control token the two prompts share (a 40 KB agent prompt then costs the
 // tokenizer just the new messages). Control tokens split the text before the tokenizer runs, so
-// what follows one is tokenized the same whatever precedes it: the result is exact.
+// what follows one is tokenized the same whatever precedes it: the result is exact. The cache
+// may also end with a response's generated tokens (splice_output); those are kept up to where
+// the new text starts a control token, so a continuation sees the tokens the model produced.
 struct PromptCache {
     std::string text;
     std::vector<TokenId> tokens;
     std::vector<size_t> ends;  // where each token ends in `text`; empty when unknown
+    size_t n_prompt = 0;       // tokens from the template's text; those after it are spliced output
     size_t reused = 0;         // tokens taken from the cache by the last call (a statistic)
     // Whether the last call's text began with the text before it: false when a chat template
     // rewrote earlier turns (dropping reasoning, moving a system prompt), which costs the prefix
@@ -73,6 +76,10 @@ public:
     // Renders messages (and tools) through the chat template and tokenizes the result, control
     // tokens included; BOS in front when the vocabulary wants one and the template gave none.
     std::vector<TokenId> chat_prompt(const json& messages, const json& tools, PromptCache* cache = nullptr) const;
+    // Appends what a response generated to the prompt it was generated from, so that the next
+    // turn, whose rendered text continues with that output, keeps the model's own tokens (whose
+    // KV is cached) instead of tokenizing the text again, which can split it differently.
+    void splice_output(PromptCache& cache, const std::vector<TokenId>& output) const;
     std::vector<TokenId> text_prompt(std::string_view text) const;
     std::vector<TokenId> fim_prompt(std::string_view prefix, std::string_view suffix) const;
 
@@ -126,6 +133,10 @@ constexpr std::string_view kToolCallOpen = "<tool_call>";
 // Responses API: the conversation so far as items (input and output items of earlier turns,
 // then this turn's input), turned into chat messages for the template.
 json items_to_messages(const json& items, const std::string& instructions);
+// The input of a WebSocket response.steer: a non-empty string, or a non-empty array of user
+// messages whose content is a string or input_text parts (this server steers with text). Gives
+// the message items; throws ApiError (code invalid_input) saying what is wrong.
+json parse_steer_input(const json& input);
 // Responses' function tools ({type, name, description, parameters}) in Chat Completions' shape;
 // other tool types (web_search, namespace, ...) are not offered to the model.
 json responses_tools_to_chat(const json& tools);

@@ -56,10 +56,16 @@ bool Generation::cancel() {
     return true;
 }
 
-void Generation::end(Finish f, std::string error) {
+std::vector<TokenId> Generation::output_tokens() const {
+    std::lock_guard lock(mu_);
+    return output_;
+}
+
+void Generation::end(Finish f, std::string error, std::vector<TokenId> output) {
     {
         std::lock_guard lock(mu_);
         if (finish_ != Finish::None) return;
+        output_ = std::move(output);
         // A cancel that was accepted wins over an end the engine reached after it.
         if (cancelled_.load() && (f == Finish::Stop || f == Finish::Length)) f = Finish::Cancelled;
         finish_ = f;
@@ -264,7 +270,10 @@ void Scheduler::release(Slot& s, Finish f, std::string error) {
     }
     if (!s.held.empty() && f != Finish::Error) s.gen->push(std::move(s.held), std::nullopt);
     s.held.clear();
-    s.gen->end(f, std::move(error));
+    const size_t n_prompt = s.gen->prompt_tokens();
+    std::vector<TokenId> output;
+    if (s.history.size() > n_prompt) output.assign(s.history.begin() + long(n_prompt), s.history.end());
+    s.gen->end(f, std::move(error), std::move(output));
     if (s.gen->finish() == Finish::Cancelled) stats_.cancelled++;
     stats_.finished++;
     s.gen.reset();

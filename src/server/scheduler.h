@@ -69,11 +69,15 @@ public:
     // Wall time of the model steps this generation took part in: prompt chunks and decode steps.
     double prompt_s() const { return prompt_s_.load(); }
     double decode_s() const { return decode_s_.load(); }
+    // The tokens generated, in order (no end-of-generation token), once finished: what the
+    // cache holds after the prompt, so a continuation can be given the model's own tokens
+    // rather than its text tokenized again.
+    std::vector<TokenId> output_tokens() const;
 
 private:
     friend class Scheduler;
     void push(std::string text, std::optional<TokenLogprob> lp);
-    void end(Finish f, std::string error = {});
+    void end(Finish f, std::string error = {}, std::vector<TokenId> output = {});
 
     const std::vector<TokenId> prompt_;
     const GenParams params_;
@@ -87,6 +91,7 @@ private:
     Chunk pending_;
     Finish finish_ = Finish::None;
     std::string error_;
+    std::vector<TokenId> output_;
 };
 
 struct SchedulerOptions {

@@ -15,6 +15,7 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/experimental/channel.hpp>
 #include <boost/beast.hpp>
 #include <boost/beast/websocket.hpp>
 #include <fmt/format.h>
@@ -297,16 +298,6 @@ struct Server::Impl {
         co_return std::nullopt;
     }
 
-    // A WebSocket cancel, {"type": "response.cancel", "response_id"?: "..."}: the id to cancel
-    // ("" for whatever runs), or nothing if the message is anything else.
-    static std::optional<std::string> cancel_target(const std::string& text) {
-        if (text.find("response.cancel") == std::string::npos) return std::nullopt;  // the common case, unparsed
-        const json j = json::parse(text, nullptr, false);
-        if (!j.is_object() || !j.contains("type") || j["type"] != "response.cancel") return std::nullopt;
-        if (j.contains("response_id") && j["response_id"].is_string()) return j["response_id"].get<std::string>();
-        return std::string();
-    }
-
     // ---- routes ------------------------------------------------------------------------------
 
     awaitable<void> health(beast::tcp_stream& s, const Request& req) {
@@ -411,8 +402,6 @@ struct Server::Impl {
     // The most recently used kLocalResponses are kept.
     struct LocalResponses {
         static constexpr size_t kLocalResponses = 64;
-        PromptCache prompt;  // the connection's last prompt, for incremental tokenization
-        std::string prompt_of;  // the response that prompt was for
         std::list<std::pair<std::string, json>> items;  // (id, context), most recent first
         void put(const std::string& id, json context) {
             items.emplace_front(id, std::move(context));
@@ -428,6 +417,13 @@ struct Server::Impl {
         }
     };
 
+    // One WebSocket lane's prompt: what it rendered last and the model's tokens after it, so
+    // that its next turn tokenizes only the new text and keeps the tokens the model produced.
+    struct Session {
+        PromptCache prompt;
+        std::string prompt_of;  // the response that prompt was for
+    };
+
     struct ResponseJob {
         std::string id;
         json response;  // the object, updated as it runs
@@ -439,6 +435,8 @@ struct Server::Impl {
         GenParams params;
         std::shared_ptr<Waiter> w;
         std::shared_ptr<Generation> g;  // once begun
+        json body;                   // the request (WebSocket only: a steered successor inherits it)
+        const bool* steered = nullptr;  // set when a cancel that ends it was a steer
     };
 
     // Queues the job's generation; refusals (context too long, queue full) throw before any
@@ -448,7 +446,7 @@ struct Server::Impl {
         job.g = start(std::move(job.prompt), std::move(job.params), job.w, "input");
     }
 
-    ResponseJob prepare_response(const json& body, LocalResponses* local) {
+    ResponseJob prepare_response(const json& body, LocalResponses* local, Session* session = nullptr) {
         ResponseJob job;
         ResponsesRequest rr = parse_responses(body, opt.limits);
         json context = json::array();
@@ -471,13 +469,14 @@ struct Server::Impl {
         const std::string& instructions = rr.instructions;
         const json messages = items_to_messages(context, instructions);
         job.tools = !rr.tools.empty();
-        job.prompt = model.chat_prompt(messages, rr.tools, local ? &local->prompt : nullptr);
+        job.prompt = model.chat_prompt(messages, rr.tools, session ? &session->prompt : nullptr);
         job.id = random_id("resp_");
-        if (local) {
-            // A turn continuing the connection's last response should render as that prompt plus
+        if (session) {
+            // A turn continuing the lane's last response should render as that prompt plus
             // what followed; a template that rewrites history breaks the prefix there.
-            if (!prev.empty() && prev == local->prompt_of && !local->prompt.extended) note_template_rewrite();
-            local->prompt_of = job.id;
+            if (!prev.empty() && prev == session->prompt_of && !session->prompt.extended) note_template_rewrite();
+            session->prompt_of = job.id;
+            job.body = body;
         }
         job.params = std::move(rr.params);
         job.store = rr.store;
@@ -516,7 +515,7 @@ struct Server::Impl {
     // is in job.response when it returns; the conversation through it is remembered (`local`,
     // and the store when asked).
     template <typename Emit>
-    awaitable<void> run_response(ResponseJob& job, tcp::socket* sock, LocalResponses* local, Emit emit) {
+    awaitable<void> run_response(ResponseJob& job, tcp::socket* sock, LocalResponses* local, Session* session, Emit emit) {
         Generation& g = *job.g;
         running[job.id] = job.g;
         struct Erase {
@@ -530,8 +529,11 @@ struct Server::Impl {
         co_await drive(job.g, sock, *job.w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
             for (const json& e : out.add(c)) co_await emit(e);
         });
+        if (job.steered && *job.steered) out.set_steered();
         const std::vector<json> last = out.finish(g);
         job.response = out.response();
+        // The lane's next turn continues from the model's own tokens.
+        if (session && session->prompt_of == job.id && g.finish() != Finish::Error) model.splice_output(session->prompt, g.output_tokens());
         json context = std::move(job.context);
         for (const auto& it : out.output()) context.push_back(it);
         if (local) local->put(job.id, context);
@@ -552,14 +554,14 @@ struct Server::Impl {
         if (job.stream) {
             Sse sse{s, std::chrono::seconds(opt.idle_timeout_s)};
             co_await sse.start(req);
-            co_await run_response(job, &s.socket(), nullptr, [&](const json& e) -> awaitable<void> {
+            co_await run_response(job, &s.socket(), nullptr, nullptr, [&](const json& e) -> awaitable<void> {
                 const std::string& type = e["type"].get_ref<const std::string&>();
                 co_await sse.data(dump(e), type);
             });
             co_await sse.end();
             co_return;
         }
-        co_await run_response(job, &s.socket(), nullptr, [](const json&) -> awaitable<void> { co_return; });
+        co_await run_response(job, &s.socket(), nullptr, nullptr, [](const json&) -> awaitable<void> { co_return; });
         co_await send_json(s, req, 200, job.response);
     }
 
@@ -583,8 +585,55 @@ struct Server::Impl {
         co_await send_json(s, req, 200, json::parse(rec->response));
     }
 
-    // WebSocket mode: each text message is a `response.create` (the fields of POST
-    // /v1/responses); the events come back as text messages, one response at a time.
+    // ---- WebSocket mode ------------------------------------------------------------------------
+    //
+    // Each text message is a client event: `response.create` (the fields of POST /v1/responses,
+    // plus an optional `stream_id`), `response.steer`, or celer's `response.cancel`. A
+    // `stream_id` names a lane: a lane runs its responses one at a time, in order; lanes run at
+    // once, batched by the scheduler, and their events (which echo the stream_id) interleave.
+    // A reader takes every message the moment it arrives, so that a cancel or a steer reaches
+    // the running response at once; a writer is the only one that writes.
+
+    static constexpr size_t kMaxLanes = 64;  // per connection; idle ones are forgotten first
+    static constexpr size_t kSessionsKept = 8;  // recent responses' prompts kept for forks
+
+    struct Steer {
+        std::string id;
+        json input;     // message items
+        json original;  // as the client sent it, to hand back if it cannot be committed
+    };
+
+    // What a runner takes from its lane's queue.
+    struct LaneMessage {
+        json body;              // the parsed event; discarded when `text` could not be parsed
+        std::string text;       // the raw message, kept only when it was malformed
+        std::vector<Steer> steers;  // the steering input a successor carries (refused: returned)
+    };
+
+    struct Lane {
+        std::string stream_id;
+        std::deque<LaneMessage> queue;
+        bool busy = false;  // a runner is working through the queue
+        std::shared_ptr<Generation> running;
+        std::string running_id, last_id;
+        std::vector<Steer> steers;  // accepted for the running response
+        bool steered = false;       // a steer stopped the running response
+        Session session;
+        uint64_t used = 0;
+    };
+
+    static json error_event(const ApiError& err) {
+        return {{"type", "error"}, {"code", err.code.empty() ? json(nullptr) : json(err.code)}, {"message", err.what()},
+                {"param", err.param.empty() ? json(nullptr) : json(err.param)}, {"sequence_number", 0},
+                {"status", err.status}, {"error", error_body(err.what(), err.type, err.param, err.code)["error"]}};
+    }
+
+    static json steer_failed(const std::string& steer_id, const std::string& target, const json& input, const char* code, const std::string& msg) {
+        json steer = {{"previous_response_id", target}, {"input", input}};
+        if (!steer_id.empty()) steer["id"] = steer_id;
+        return {{"type", "response.steer.failed"}, {"sequence_number", 0}, {"steer", std::move(steer)}, {"error", {{"code", code}, {"message", msg}}}};
+    }
+
     awaitable<void> websocket(beast::tcp_stream stream, Request req) {
         ws::stream<beast::tcp_stream> sock(std::move(stream));
         sock.set_option(ws::stream_base::timeout::suggested(beast::role_type::server));
@@ -593,94 +642,302 @@ struct Server::Impl {
         const Registered reg(sockets, sock.next_layer().socket());
         co_await sock.async_accept(req, use_awaitable);
         sock.text(true);
+        const auto ex = sock.get_executor();
+
         LocalResponses local;
-        // A reader takes every message the moment it arrives, so that a cancel reaches the
-        // running response at once; a runner answers the response.create messages one at a
-        // time, in order, and is the only one that writes. (The peer watch of HTTP requests is
-        // not used here: the reader sees a close first.)
-        struct Inbox {
-            std::deque<std::string> messages;
-            bool closed = false;
-            std::shared_ptr<Generation> running;
-            std::string running_id;
-        } in;
-        auto w = std::make_shared<Waiter>(sock.get_executor());
-        const auto wake = [&] {
-            w->ready = true;
-            w->timer.cancel();
+        std::map<std::string, Lane> lanes;  // by stream_id ("": the lane of events without one)
+        std::unordered_map<std::string, std::vector<Steer>> pending_steers;  // by response: waiting for tool output
+        std::list<Session> sessions;  // the prompts of the last responses, most recent first, for forks
+        uint64_t clock = 0;
+        bool closed = false;
+        int runners = 0;
+        Waiter runners_done(ex);
+        // Events to write, in order; a full queue holds back whoever sends (a client that does
+        // not read slows its own responses down). Closed once the socket fails or at the end.
+        using Channel = net::experimental::channel<void(boost::system::error_code, std::string)>;
+        Channel out(ex, 64);
+
+        const auto send = [&](json e, const std::string& stream_id) -> awaitable<void> {
+            if (!stream_id.empty()) e["stream_id"] = stream_id;
+            co_await out.async_send(boost::system::error_code{}, dump(e), use_awaitable);  // throws once closed
+        };
+        const auto send_quietly = [&](json e, const std::string& stream_id) -> awaitable<void> {
+            if (!stream_id.empty()) e["stream_id"] = stream_id;
+            boost::system::error_code ec;
+            co_await out.async_send(boost::system::error_code{}, dump(e), net::redirect_error(use_awaitable, ec));
+        };
+        const auto cancel_all = [&] {
+            for (auto& [id, lane] : lanes)
+                if (lane.running) lane.running->cancel();
+        };
+
+        // Runs a response.create: the steering input queued for its parent comes first.
+        const auto run_create = [&](Lane& lane, json body) -> awaitable<void> {
+            body.erase("type");
+            if (body.contains("response") && body["response"].is_object()) body = json(body["response"]);  // the beta envelope
+            body.erase("stream_id");
+            if (body.contains("previous_response_id") && body["previous_response_id"].is_string())
+                if (auto it = pending_steers.find(body["previous_response_id"].get<std::string>()); it != pending_steers.end()) {
+                    json input = json::array();
+                    for (const Steer& st : it->second)
+                        for (const json& m : st.input) input.push_back(m);
+                    if (body.contains("input") && body["input"].is_string())
+                        input.push_back({{"type", "message"}, {"role", "user"}, {"content", body["input"]}});
+                    else if (body.contains("input") && body["input"].is_array())
+                        for (const json& m : body["input"]) input.push_back(m);
+                    body["input"] = std::move(input);
+                    pending_steers.erase(it);
+                }
+            // A lane continuing a response that is not its last (one of another lane, an earlier
+            // one of its own) starts from that response's prompt and the model's tokens in it.
+            if (body.contains("previous_response_id") && body["previous_response_id"].is_string()) {
+                const std::string& prev = body["previous_response_id"].get_ref<const std::string&>();
+                if (lane.session.prompt_of != prev)
+                    for (auto it = sessions.begin(); it != sessions.end(); ++it)
+                        if (it->prompt_of == prev) {
+                            lane.session = *it;
+                            break;
+                        }
+            }
+            ResponseJob job = prepare_response(body, &local, &lane.session);
+            lane.steered = false;
+            job.steered = &lane.steered;
+            begin(job, ex);
+            lane.running = job.g;
+            lane.running_id = job.id;
+            struct Clear {
+                Lane& lane;
+                ~Clear() {
+                    lane.last_id = std::move(lane.running_id);
+                    lane.running.reset(), lane.running_id.clear();
+                }
+            } clear{lane};
+            co_await run_response(job, nullptr, &local, &lane.session, [&](const json& e) -> awaitable<void> { co_await send(e, lane.stream_id); });
+            if (lane.session.prompt_of == job.id) {
+                sessions.push_front(lane.session);
+                if (sessions.size() > kSessionsKept) sessions.pop_back();
+            }
+            if (lane.steers.empty()) co_return;
+            // Steering input accepted while it ran: continue from it with that input, unless
+            // the response waits for the client's tool results, which the input then joins.
+            std::vector<Steer> steers = std::move(lane.steers);
+            lane.steers.clear();
+            json required = json::array();
+            for (const json& it : job.response["output"])
+                if (it.value("type", "") == "function_call")
+                    required.push_back({{"type", "function_call_output"}, {"call_id", it["call_id"]}, {"name", it["name"]}});
+            if (!required.empty()) {
+                for (const Steer& st : steers) {
+                    json e = {{"type", "response.steer.pending"}, {"sequence_number", 0}, {"steer", {{"id", st.id}, {"previous_response_id", job.id}}},
+                              {"reason", "waiting_for_required_input"}, {"required_input", required}};
+                    co_await send(std::move(e), lane.stream_id);
+                }
+                auto& q = pending_steers[job.id];
+                q.insert(q.end(), steers.begin(), steers.end());
+                co_return;
+            }
+            json next = job.body;
+            next["type"] = "response.create";
+            next["previous_response_id"] = job.id;
+            json input = json::array();
+            for (const Steer& st : steers)
+                for (const json& m : st.input) input.push_back(m);
+            next["input"] = std::move(input);
+            LaneMessage successor;
+            successor.body = std::move(next);
+            successor.steers = std::move(steers);
+            lane.queue.push_front(std::move(successor));
+        };
+
+        const auto run_lane = [&](Lane& lane) -> awaitable<void> {
+            struct Idle {
+                Lane& lane;
+                ~Idle() { lane.busy = false; }
+            } idle{lane};
+            while (!lane.queue.empty() && !closed) {
+                LaneMessage m = std::move(lane.queue.front());
+                lane.queue.pop_front();
+                const std::string parent = m.steers.empty() ? std::string() : m.body["previous_response_id"].get<std::string>();
+                const std::optional<ApiError> err = co_await refusal_of([&]() -> awaitable<void> {
+                    if (m.body.is_discarded()) (void)parse_body(m.text);  // throws the parser's message
+                    if (!m.body.is_object()) throw ApiError(400, "a WebSocket message must be a JSON object");
+                    const std::string type = m.body.contains("type") && m.body["type"].is_string() ? m.body["type"].get<std::string>() : "";
+                    if (type == "response.cancel")
+                        throw ApiError(400, "no response is running on this connection (or not the one named)", "response_id", "invalid_request_error",
+                                       "response_not_running");
+                    if (type != "response.create") throw ApiError(400, fmt::format("unsupported event type '{}'", type), "type");
+                    co_await run_create(lane, std::move(m.body));
+                });
+                if (err) {
+                    if (m.steers.empty()) {
+                        json e = error_event(*err);
+                        co_await send(std::move(e), lane.stream_id);
+                    } else {
+                        for (const Steer& st : m.steers) {
+                            json e = steer_failed(st.id, parent, st.original, "successor_creation_failed", err->what());
+                            co_await send(std::move(e), lane.stream_id);
+                        }
+                    }
+                }
+                count("ws /v1/responses", err ? err->status : 200);
+            }
+        };
+
+        const auto lane_for = [&](const std::string& stream_id) -> Lane* {
+            auto it = lanes.find(stream_id);
+            if (it == lanes.end()) {
+                if (lanes.size() >= kMaxLanes) {
+                    auto idle = lanes.end();
+                    for (auto j = lanes.begin(); j != lanes.end(); ++j)
+                        if (!j->second.busy && j->second.queue.empty() && (idle == lanes.end() || j->second.used < idle->second.used)) idle = j;
+                    if (idle == lanes.end()) return nullptr;
+                    lanes.erase(idle);
+                }
+                it = lanes.emplace(stream_id, Lane{}).first;
+                it->second.stream_id = stream_id;
+            }
+            it->second.used = ++clock;
+            return &it->second;
+        };
+        const auto enqueue = [&](Lane& lane, LaneMessage m) {
+            lane.queue.push_back(std::move(m));
+            if (lane.busy) return;
+            lane.busy = true;
+            ++runners;
+            net::co_spawn(ex, run_lane(lane), [&](std::exception_ptr) {
+                // A send failed: the socket is gone, and the generation was cancelled in drive().
+                if (--runners == 0) runners_done.timer.cancel();
+            });
+        };
+
+        // response.cancel: {"response_id"?, "stream_id"?}. Stops the named response, or what runs
+        // on the named lane (the default lane without one). One that comes too late (the response
+        // ended, its last events maybe still being written) is answered by that lane's runner, in
+        // order, with response_not_running.
+        const auto on_cancel = [&](const json& j, LaneMessage m) {
+            const std::string rid = j.contains("response_id") && j["response_id"].is_string() ? j["response_id"].get<std::string>() : "";
+            const std::string sid = j.contains("stream_id") && j["stream_id"].is_string() ? j["stream_id"].get<std::string>() : "";
+            Lane* target = nullptr;
+            for (auto& [id, lane] : lanes) {
+                if (rid.empty() ? id == sid : (lane.running_id == rid || lane.last_id == rid)) {
+                    target = &lane;
+                    break;
+                }
+            }
+            if (target && target->running && (rid.empty() || target->running_id == rid) && target->running->cancel()) return true;
+            if (!target) target = lane_for(rid.empty() ? sid : std::string());
+            if (!target) return false;
+            enqueue(*target, std::move(m));
+            return true;
+        };
+
+        // response.steer: queues user input for the running response named, stops it at the next
+        // token, and continues it with that input as a successor response on the same lane.
+        const auto on_steer = [&](const json& j) -> awaitable<void> {
+            const std::string target = j.contains("previous_response_id") && j["previous_response_id"].is_string()
+                                           ? j["previous_response_id"].get<std::string>() : "";
+            const json input = j.value("input", json());
+            for (const auto& [k, v] : j.items())
+                if (k != "type" && k != "previous_response_id" && k != "input") {
+                    json e = steer_failed("", target, input, "invalid_input", fmt::format("'{}' is not a field of response.steer", k));
+                    co_await send_quietly(std::move(e), "");
+                    co_return;
+                }
+            json items;
+            std::string why;
+            try {
+                items = parse_steer_input(input);
+            } catch (const ApiError& e) {
+                why = e.what();
+            }
+            if (!why.empty()) {
+                json e = steer_failed("", target, input, "invalid_input", why);
+                co_await send_quietly(std::move(e), "");
+                co_return;
+            }
+            Lane* lane = nullptr;
+            for (auto& [id, l] : lanes)
+                if (!target.empty() && l.running_id == target) lane = &l;
+            if (!lane) {
+                bool known = local.get(target) != nullptr;
+                for (auto& [id, l] : lanes) known = known || (!target.empty() && l.last_id == target);
+                // (Built before the co_await: GCC 12 loses a coroutine that awaits an expression
+                // holding a conditional over temporaries.)
+                json e = known ? steer_failed("", target, input, "response_already_completed",
+                                              fmt::format("Response '{}' has completed; send a response.create that continues it.", target))
+                               : steer_failed("", target, input, "response_not_found", fmt::format("No response '{}' is running on this connection.", target));
+                co_await send_quietly(std::move(e), "");
+                co_return;
+            }
+            if (lane->steers.size() >= 16) {
+                json e = steer_failed("", target, input, "too_many_pending_steers", "16 steering inputs are already queued for this response");
+                co_await send_quietly(std::move(e), lane->stream_id);
+                co_return;
+            }
+            Steer st{random_id("steer_"), std::move(items), input};
+            const std::string id = st.id;
+            lane->steers.push_back(std::move(st));
+            if (lane->running->cancel()) lane->steered = true;
+            json accepted = {{"type", "response.steer.accepted"}, {"sequence_number", 0}, {"steer", {{"id", id}, {"previous_response_id", target}}}};
+            co_await send_quietly(std::move(accepted), lane->stream_id);
+        };
+
+        const auto sid_of = [](const json& j) {
+            return j.is_object() && j.contains("stream_id") && j["stream_id"].is_string() ? j["stream_id"].get<std::string>() : std::string();
         };
         const auto reader = [&]() -> awaitable<void> {
             for (;;) {
                 beast::flat_buffer buf;
                 boost::system::error_code ec;
                 co_await sock.async_read(buf, net::redirect_error(use_awaitable, ec));
-                if (ec) {
-                    in.closed = true;  // the client is gone: what runs for it stops
-                    if (in.running) in.running->cancel();
-                    wake();
-                    co_return;
-                }
+                if (ec) break;  // the client is gone: what runs for it stops
                 ++ws_messages;
                 std::string text = beast::buffers_to_string(buf.data());
-                // A cancel that comes too late (the response already ended, its last events
-                // still being written) goes to the runner, which answers it with an error.
-                if (const auto id = cancel_target(text); id && in.running && (id->empty() || *id == in.running_id) && in.running->cancel())
+                LaneMessage m;
+                m.body = json::parse(text, nullptr, false);
+                if (m.body.is_discarded()) m.text = std::move(text);
+                const std::string type = m.body.is_object() && m.body.contains("type") && m.body["type"].is_string() ? m.body["type"].get<std::string>() : "";
+                if (type == "response.steer") {
+                    co_await on_steer(m.body);
                     continue;
-                in.messages.push_back(std::move(text));
-                wake();
+                }
+                const std::string sid = sid_of(m.body);
+                if (type == "response.cancel") {
+                    const json j = m.body;
+                    if (on_cancel(j, std::move(m))) continue;
+                } else if (Lane* lane = lane_for(sid)) {
+                    enqueue(*lane, std::move(m));
+                    continue;
+                }
+                json e = error_event(ApiError(400, fmt::format("too many streams on this connection (at most {} at once)", kMaxLanes), "stream_id",
+                                              "invalid_request_error", "too_many_streams"));
+                co_await send_quietly(std::move(e), sid);
             }
+            closed = true;
+            cancel_all();
+            while (runners > 0) {
+                runners_done.timer.expires_at(clock_type::time_point::max());
+                boost::system::error_code ec;
+                co_await runners_done.timer.async_wait(net::redirect_error(use_awaitable, ec));
+            }
+            out.close();
         };
-        const auto runner = [&]() -> awaitable<void> {
+        const auto writer = [&]() -> awaitable<void> {
             for (;;) {
-                while (in.messages.empty() && !in.closed) {
-                    w->ready = false;
-                    w->timer.expires_at(clock_type::time_point::max());
-                    boost::system::error_code ec;
-                    co_await w->timer.async_wait(net::redirect_error(use_awaitable, ec));
+                boost::system::error_code ec;
+                const std::string e = co_await out.async_receive(net::redirect_error(use_awaitable, ec));
+                if (ec) co_return;  // closed
+                co_await sock.async_write(net::buffer(e), net::redirect_error(use_awaitable, ec));
+                if (ec) {
+                    // The client is gone: senders fail from now on, and their generations stop.
+                    cancel_all();
+                    out.close();
+                    co_return;
                 }
-                if (in.closed) co_return;
-                const std::string text = std::move(in.messages.front());
-                in.messages.pop_front();
-                int status = 200;
-                const std::optional<ApiError> err = co_await refusal_of([&]() -> awaitable<void> {
-                    json body = parse_body(text);
-                    const std::string type = body.contains("type") && body["type"].is_string() ? body["type"].get<std::string>() : "";
-                    if (type == "response.cancel")
-                        throw ApiError(400, "no response is running on this connection (or not the one named)", "response_id", "invalid_request_error",
-                                       "response_not_running");
-                    if (type != "response.create") throw ApiError(400, fmt::format("unsupported event type '{}'", type), "type");
-                    body.erase("type");
-                    if (body.contains("response") && body["response"].is_object()) body = body["response"];  // the beta envelope
-                    ResponseJob job = prepare_response(body, &local);
-                    begin(job, sock.get_executor());
-                    in.running = job.g;
-                    in.running_id = job.id;
-                    struct Clear {
-                        Inbox& in;
-                        ~Clear() { in.running.reset(), in.running_id.clear(); }
-                    } clear{in};
-                    co_await run_response(job, nullptr, &local, [&](const json& e) -> awaitable<void> {
-                        const std::string out = dump(e);
-                        co_await sock.async_write(net::buffer(out), use_awaitable);
-                    });
-                });
-                if (err) {
-                    status = err->status;
-                    const json ev = {{"type", "error"}, {"code", err->code.empty() ? json(nullptr) : json(err->code)}, {"message", err->what()},
-                                     {"param", err->param.empty() ? json(nullptr) : json(err->param)}, {"sequence_number", 0},
-                                     {"status", err->status}, {"error", error_body(err->what(), err->type, err->param, err->code)["error"]}};
-                    const std::string out = dump(ev);
-                    co_await sock.async_write(net::buffer(out), use_awaitable);
-                }
-                count("ws /v1/responses", status);
             }
         };
         using namespace boost::asio::experimental::awaitable_operators;
-        try {
-            co_await (reader() && runner());
-        } catch (const std::exception&) {
-            // A write failed: the client is gone; the generation was cancelled in drive().
-        }
+        co_await (reader() && writer());
     }
 
     // ---- connections -------------------------------------------------------------------------
@@ -762,8 +1019,9 @@ struct Server::Impl {
                         co_return;
                     }
                     const int st = authorized(req) ? 404 : 401;
-                    co_await send_json(s, req, st, error_body(st == 401 ? "Incorrect API key provided." : "WebSocket is served on /v1/responses only",
-                                                              "invalid_request_error"));
+                    const json body = error_body(st == 401 ? "Incorrect API key provided." : "WebSocket is served on /v1/responses only",
+                                                 "invalid_request_error");
+                    co_await send_json(s, req, st, body);
                     co_return;
                 }
                 const auto t0 = clock_type::now();

@@ -303,6 +303,9 @@ std::vector<json> ResponseOutput::finish(const Generation& g) {
         if (fin == Finish::Length) {
             r_["status"] = "incomplete";
             r_["incomplete_details"] = {{"reason", "max_output_tokens"}};
+        } else if (fin == Finish::Cancelled && steered_) {
+            r_["status"] = "incomplete";
+            r_["incomplete_details"] = {{"reason", "steered"}};
         } else if (fin == Finish::Cancelled) {
             r_["status"] = "cancelled";
         } else {

@@ -85,6 +85,8 @@ public:
     const json& response() const { return r_; }
     const json& output() const { return output_; }
     const std::string& id() const;
+    // A cancel that ends it was a steer: it ends incomplete, reason "steered", not cancelled.
+    void set_steered() { steered_ = true; }
 
 private:
     json event(const char* type, json fields);
@@ -93,6 +95,7 @@ private:
     ToolTextSplitter split_;
     std::string msg_id_, text_;
     bool msg_open_ = false;
+    bool steered_ = false;
     int seq_ = 0;
 };
 

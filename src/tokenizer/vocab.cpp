@@ -163,7 +163,7 @@ TokenId Vocab::find(std::string_view s) const {
 }
 
 TokenId Vocab::special_at(std::string_view text, size_t i, bool parse_special) const {
-    if (!special_first_byte_[uint8_t(text[i])]) return -1;
+    if (i >= text.size() || !special_first_byte_[uint8_t(text[i])]) return -1;
     for (TokenId id : specials_) {
         if (!parse_special && attr(id) != TokenAttr::UserDefined) continue;
         const std::string& t = tokens_[size_t(id)];

@@ -62,14 +62,15 @@ public:
     // The bytes a token stands for. Control tokens give nothing unless `special`, then their
     // text (so that text with special tokens survives encode + decode).
     std::string piece(TokenId id, bool special = false) const;
+    // The special token whose text starts at text[i] (longest first), or -1. Without
+    // parse_special only user-defined tokens count.
+    TokenId special_at(std::string_view text, size_t i, bool parse_special) const;
 
 private:
     void encode_plain(std::string_view text, bool first, std::vector<TokenId>& out) const;
     void encode_spm(std::string_view text, bool space_prefix, std::vector<TokenId>& out) const;
     TokenId find(std::string_view s) const;
     void find_fim_tokens(const gguf::File& f);
-    // The special token whose text starts at text[i] (longest first), or -1.
-    TokenId special_at(std::string_view text, size_t i, bool parse_special) const;
 
     VocabKind kind_ = VocabKind::Spm;
     std::string model_;
