@@ -57,6 +57,9 @@ int cmd_run(Args& a) {
     // -1 (the default) draws a seed from the clock, as llama.cpp does; it is printed for replay.
     const long long seed = a.int_or({"--seed", "-s"}, -1, -1, std::numeric_limits<long long>::max());
     sp.seed = seed >= 0 ? uint64_t(seed) : uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()) >> 1;
+    spec::SpecParams spec;
+    spec.source = spec::parse_source(a.value_or({"--spec"}, "off"));
+    spec.max_draft = int(a.int_or({"--draft"}, spec.max_draft, 1, 64));
     a.finish();
     if (model.empty()) model = demo_model_path();
 
@@ -70,11 +73,15 @@ int cmd_run(Args& a) {
         std::fwrite(text.data(), 1, text.size(), stdout);
         std::fflush(stdout);
         return true;
-    });
+    }, spec);
     std::fflush(stdout);
     fmt::print(stderr, "\nceler: prompt {} tokens in {:.1f} ms ({:.1f} tok/s); generated {} tokens in {:.1f} ms ({:.1f} tok/s){}\n",
                st.n_prompt, st.prefill_s * 1e3, st.n_prompt / std::max(st.prefill_s, 1e-9), st.n_generated, st.decode_s * 1e3,
                st.n_generated / std::max(st.decode_s, 1e-9), st.hit_eos ? ", stopped at end of text" : "");
+    if (spec.source != spec::Source::Off)
+        fmt::print(stderr, "celer: speculation ({}): {} passes, {} guessed, {} accepted ({:.1f}%), {:.2f} tokens per pass\n",
+                   spec::source_name(spec.source), st.passes, st.spec.drafted, st.spec.accepted, 100.0 * st.spec.acceptance(),
+                   st.passes ? double(st.n_generated) / double(st.passes) : 0.0);
     return 0;
 }
 

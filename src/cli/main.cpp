@@ -16,7 +16,9 @@ commands:
   run       -m FILE -p TEXT [-n N] [--temp T] [--seed S] [-t THREADS] [--top-k K] [--top-p P]
             [--min-p P] [--repeat-penalty R] [--presence-penalty P] [--frequency-penalty F]
             [-c CTX] [--kernels NAME] [--kv-type f16|f32|q8_0] [--file PROMPT_FILE]
-            Generate a continuation; only the generated text goes to stdout.
+            [--spec off|suffix|ngram] [--draft N]
+            Generate a continuation; only the generated text goes to stdout. --spec guesses
+            tokens by copying from the text so far and lets the model check them (lossless).
             Without -m, a small synthetic demo model (random weights) is used.
   info      -m FILE            Architecture, shapes, tensor types, bytes read per token.
   tokenize  -m FILE (TEXT | --file PATH) [--special] [--bos]

@@ -27,7 +27,7 @@ std::vector<TokenId> Engine::tokenize(std::string_view text, bool add_bos) const
 }
 
 GenerateStats Engine::generate(std::span<const TokenId> prompt, int n_predict, const SamplerParams& sp,
-                               const std::function<bool(std::string_view)>& on_text) {
+                               const std::function<bool(std::string_view)>& on_text, const spec::SpecParams& spec_params) {
     using clock = std::chrono::steady_clock;
     GenerateStats st;
     st.n_prompt = prompt.size();
@@ -37,29 +37,68 @@ GenerateStats Engine::generate(std::span<const TokenId> prompt, int n_predict, c
                                 fwd_->n_ctx()));
     fwd_->reset();
     Sampler sampler(sp);
+    spec::Speculator speculator(spec_params);
     std::vector<TokenId> history(prompt.begin(), prompt.end());
+    speculator.push(prompt);
     std::vector<float> logits;
+    std::vector<TokenId> batch, draft;
     Utf8Stream text;
+    const size_t n_vocab = model_->vocab.size();
 
     const auto t0 = clock::now();
     fwd_->eval(prompt, false, logits);
     const auto t1 = clock::now();
     st.prefill_s = std::chrono::duration<double>(t1 - t0).count();
 
-    for (int i = 0; i < n_predict; ++i) {
-        const TokenId next = sampler.sample(logits, history);
-        if (model_->vocab.is_eog(next)) {
+    // Emits one token; false when generation ends with it (or before it, at end-of-generation).
+    const auto emit = [&](TokenId t) {
+        if (model_->vocab.is_eog(t)) {
             st.hit_eos = true;
-            break;
+            return false;
         }
-        history.push_back(next);
+        history.push_back(t);
+        speculator.push(t);
         ++st.n_generated;
-        const std::string piece = text.push(model_->vocab.piece(next));
-        if (!piece.empty() && !on_text(piece)) break;
-        if (i + 1 < n_predict) fwd_->eval(std::span(&next, 1), false, logits);
+        const std::string piece = text.push(model_->vocab.piece(t));
+        if (!piece.empty() && !on_text(piece)) return false;
+        return st.n_generated < size_t(n_predict);
+    };
+
+    if (n_predict > 0) {
+        TokenId next = sampler.sample(logits, history);
+        while (emit(next)) {
+            // `next` is sampled but not yet in the cache: the pass runs it and the guesses after
+            // it. Guesses past the budget would be wasted, so there are at most as many as the
+            // tokens still to come after the next one.
+            speculator.draft(draft, size_t(n_predict) - st.n_generated - 1);
+            batch.assign(1, next);
+            batch.insert(batch.end(), draft.begin(), draft.end());
+            const uint32_t base = fwd_->n_past();
+            fwd_->eval(batch, !draft.empty(), logits);
+            ++st.passes;
+            // Row i holds the model's distribution after batch[i]; a guess is taken while the
+            // model's own choice agrees with it, and is then part of the history the next
+            // choice is made with.
+            // Generation can end inside the guess (end-of-generation, the budget, the caller);
+            // the verdict then ends there too.
+            bool going = true;
+            size_t taken = 0;
+            const spec::Verdict v = spec::verify(draft, [&](size_t i, TokenId d) {
+                const TokenId t = sampler.sample_given(std::span(logits).subspan(i * n_vocab, n_vocab), history, d);
+                if (d < 0 || t != d) return t;
+                if (!(going = emit(d))) return TokenId(-1);
+                ++taken;
+                return t;
+            });
+            speculator.feedback(draft.size(), taken);
+            if (!draft.empty()) fwd_->truncate(base + 1 + uint32_t(taken));
+            if (!going) break;
+            next = v.next;
+        }
     }
     if (const std::string rest = text.flush(); !rest.empty()) on_text(rest);
     st.decode_s = std::chrono::duration<double>(clock::now() - t1).count();
+    st.spec = speculator.stats();
     return st;
 }
 

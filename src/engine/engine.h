@@ -11,6 +11,7 @@
 
 #include "engine/forward.h"
 #include "engine/sampler.h"
+#include "engine/speculative.h"
 #include "engine/thread_pool.h"
 #include "model/model.h"
 
@@ -29,6 +30,8 @@ struct GenerateStats {
     double prefill_s = 0;
     double decode_s = 0;
     bool hit_eos = false;
+    spec::SpecStats spec;  // speculation's counts (all zero when off)
+    size_t passes = 0;     // forward passes after the prompt's
 };
 
 class Engine {
@@ -45,9 +48,10 @@ public:
 
     // Clears the cache, prefills `prompt` and samples up to n_predict tokens, stopping early at
     // end-of-generation. on_text receives whole UTF-8 text as it is produced; returning false
-    // stops generation.
+    // stops generation. With a speculation source, each pass also checks the source's guesses
+    // (engine/speculative.h); what is generated is distributed as without them.
     GenerateStats generate(std::span<const TokenId> prompt, int n_predict, const SamplerParams& sp,
-                           const std::function<bool(std::string_view text)>& on_text);
+                           const std::function<bool(std::string_view text)>& on_text, const spec::SpecParams& spec = {});
 
 private:
     std::unique_ptr<Model> model_;

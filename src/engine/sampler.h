@@ -28,7 +28,13 @@ class Sampler {
 public:
     explicit Sampler(const SamplerParams& p);
     // Picks the next token from logits (n_vocab). `history` is every token so far.
-    TokenId sample(std::span<const float> logits, std::span<const TokenId> history);
+    TokenId sample(std::span<const float> logits, std::span<const TokenId> history) { return sample_given(logits, history, -1); }
+    // The same draw, given a guessed token d (speculative decoding; -1: none). Greedy: the
+    // maximum, d or not. Otherwise d is taken with its probability p(d) under the distribution
+    // sample() draws from, and else a token is drawn from that distribution without d,
+    // renormalised; so the result is distributed exactly as sample()'s: p(d) for d, and
+    // (1 - p(d)) p(x) / (1 - p(d)) = p(x) for any other x.
+    TokenId sample_given(std::span<const float> logits, std::span<const TokenId> history, TokenId d);
 
 private:
     float uniform();  // in [0, 1)

@@ -1,0 +1,171 @@
+#include "engine/speculative.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "util/error.h"
+
+namespace celer::spec {
+
+Source parse_source(std::string_view s) {
+    if (s == "off" || s == "none") return Source::Off;
+    if (s == "suffix") return Source::Suffix;
+    if (s == "ngram" || s == "lookup") return Source::Ngram;
+    throw Error(fmt::format("unknown speculation source '{}' (off, suffix, ngram)", s));
+}
+
+const char* source_name(Source s) {
+    switch (s) {
+        case Source::Off: return "off";
+        case Source::Suffix: return "suffix";
+        case Source::Ngram: return "ngram";
+    }
+    return "?";
+}
+
+// ---- suffix automaton ------------------------------------------------------------------------
+
+SuffixIndex::SuffixIndex() { st_.push_back(State{}); }
+
+int64_t SuffixIndex::go(uint32_t s, TokenId t) const {
+    if (s == 0) {
+        const auto it = root_next_.find(t);
+        return it == root_next_.end() ? -1 : int64_t(it->second);
+    }
+    for (const auto& [tok, to] : st_[s].next)
+        if (tok == t) return to;
+    return -1;
+}
+
+void SuffixIndex::set(uint32_t s, TokenId t, uint32_t to) {
+    if (s == 0) {
+        root_next_[t] = to;
+        return;
+    }
+    for (auto& [tok, dst] : st_[s].next)
+        if (tok == t) {
+            dst = to;
+            return;
+        }
+    st_[s].next.emplace_back(t, to);
+}
+
+void SuffixIndex::push(TokenId t) {
+    const uint32_t i = uint32_t(text_.size());
+    text_.push_back(t);
+    const uint32_t cur = uint32_t(st_.size());
+    st_.push_back(State{st_[last_].len + 1, -1, i, {}});
+    int64_t p = last_;
+    while (p >= 0 && go(uint32_t(p), t) < 0) {
+        set(uint32_t(p), t, cur);
+        p = st_[size_t(p)].link;
+    }
+    if (p < 0) {
+        st_[cur].link = 0;
+    } else {
+        const uint32_t q = uint32_t(go(uint32_t(p), t));
+        if (st_[size_t(p)].len + 1 == st_[q].len) {
+            st_[cur].link = int32_t(q);
+        } else {
+            State c = st_[q];  // its transitions, link and latest end: endpos(clone) holds endpos(q)
+            c.len = st_[size_t(p)].len + 1;
+            const uint32_t clone = uint32_t(st_.size());
+            st_.push_back(std::move(c));
+            while (p >= 0 && go(uint32_t(p), t) == int64_t(q)) {
+                set(uint32_t(p), t, clone);
+                p = st_[size_t(p)].link;
+            }
+            st_[q].link = int32_t(clone);
+            st_[cur].link = int32_t(clone);
+        }
+    }
+    last_ = cur;
+    // The longest suffix that also ends elsewhere is the suffix link's longest string; it ended
+    // before at the latest end its state knows, which from now on is this one.
+    // So do the shorter suffixes up the link chain; the walk is capped (a run of one repeated
+    // token makes the chain as long as the run), past which a state may name an earlier end.
+    const uint32_t u = uint32_t(st_[cur].link);
+    if (u == 0) {
+        match_ = {};
+    } else {
+        match_ = {st_[u].len, st_[u].last};
+        int32_t v = int32_t(u);
+        for (int steps = 0; v > 0 && steps < kFreshWalk; ++steps, v = st_[size_t(v)].link) st_[size_t(v)].last = i;
+    }
+}
+
+// ---- prompt lookup ---------------------------------------------------------------------------
+
+uint64_t NgramIndex::key(size_t end, size_t n) const {
+    uint64_t h = 0x9E3779B97F4A7C15ull * (n + 1);
+    for (size_t j = end + 1 - n; j <= end; ++j) h = (h ^ uint64_t(uint32_t(text_[j]))) * 0xBF58476D1CE4E5B9ull + (h >> 29);
+    return h;
+}
+
+void NgramIndex::push(TokenId t) {
+    text_.push_back(t);
+    const size_t i = text_.size() - 1;
+    for (size_t n = kMinN; n <= kMaxN; ++n) {
+        have_prev_[n] = false;
+        if (i + 1 < n) continue;
+        auto [it, fresh] = seen_[n].try_emplace(key(i, n), uint32_t(i));
+        if (!fresh) {
+            prev_[n] = it->second;
+            have_prev_[n] = true;
+            it->second = uint32_t(i);
+        }
+    }
+}
+
+Match NgramIndex::match() const {
+    if (text_.empty()) return {};
+    const size_t i = text_.size() - 1;
+    for (size_t n = kMaxN; n >= kMinN; --n) {
+        if (!have_prev_[n]) continue;
+        const size_t end = prev_[n];
+        size_t len = 0;
+        while (len < 64 && len <= end && text_[end - len] == text_[i - len]) ++len;
+        if (len >= n) return {len, end};  // (shorter: a hash collision)
+    }
+    return {};
+}
+
+// ---- the speculator --------------------------------------------------------------------------
+
+Speculator::Speculator(const SpecParams& p) : p_(p) {
+    if (p_.max_draft < 1) p_.max_draft = 1;
+    if (p_.min_match < 1) p_.min_match = 1;
+}
+
+void Speculator::push(std::span<const TokenId> tokens) {
+    for (const TokenId t : tokens) {
+        if (p_.source == Source::Suffix) suffix_.push(t);
+        else if (p_.source == Source::Ngram) ngram_.push(t);
+    }
+}
+
+void Speculator::draft(std::vector<TokenId>& out, size_t room) {
+    out.clear();
+    if (p_.source == Source::Off || room == 0) return;
+    const bool suffix = p_.source == Source::Suffix;
+    const Match m = suffix ? suffix_.match() : ngram_.match();
+    if (m.len < size_t(p_.min_match)) return;
+    const std::vector<TokenId>& text = suffix ? suffix_.tokens() : ngram_.tokens();
+    // As many tokens as the match is long: a long match predicts a long copy. Halved and more
+    // while recent guesses were mostly refused.
+    size_t k = std::min(m.len, size_t(p_.max_draft));
+    if (rate_ < 0.5) k = std::max<size_t>(1, size_t(double(k) * rate_ * 2.0));
+    k = std::min(k, room);
+    for (size_t j = 1; j <= k && m.end + j < text.size(); ++j) out.push_back(text[m.end + j]);
+}
+
+void Speculator::feedback(size_t drafted, size_t accepted) {
+    if (drafted == 0) return;
+    ++stats_.steps;
+    stats_.drafted += drafted;
+    stats_.accepted += accepted;
+    rate_ = 0.7 * rate_ + 0.3 * double(accepted) / double(drafted);
+}
+
+}  // namespace celer::spec

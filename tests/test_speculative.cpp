@@ -1,0 +1,335 @@
+// Speculative decoding: the draft sources against brute force, the verdict, the sampler's
+// rejection step against the distribution it must keep, and generation with speculation against
+// generation without it, token for token, on every model, weight type and kernel target.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "engine/engine.h"
+#include "engine/sampler.h"
+#include "engine/speculative.h"
+#include "kernels/cpu/kernels.h"
+
+using namespace celer;
+
+namespace {
+
+// The longest suffix of text[0..i] that also ends at an earlier position, and the latest such
+// end, by brute force.
+spec::Match brute_match(const std::vector<TokenId>& text) {
+    const size_t i = text.size() - 1;
+    spec::Match best;
+    for (size_t end = 0; end < i; ++end) {
+        size_t len = 0;
+        while (len <= end && text[end - len] == text[i - len]) ++len;
+        if (len > 0 && len >= best.len) best = {len, end};  // ties: the later end
+    }
+    return best;
+}
+
+std::vector<TokenId> random_text(size_t n, int alphabet, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::vector<TokenId> t;
+    // Runs copied from earlier in the text, as edits copy from their input, among random tokens.
+    while (t.size() < n) {
+        if (t.size() > 8 && rng() % 3 == 0) {
+            const size_t from = rng() % (t.size() - 4), len = 2 + rng() % 12;
+            for (size_t j = 0; j < len && t.size() < n; ++j) t.push_back(t[from + j]);
+        } else {
+            t.push_back(TokenId(rng() % uint32_t(alphabet)));
+        }
+    }
+    return t;
+}
+
+}  // namespace
+
+TEST(Speculative, SuffixIndexFindsTheLongestLatestEarlierOccurrence) {
+    for (uint32_t seed = 1; seed <= 6; ++seed) {
+        const auto text = random_text(600, seed % 2 ? 3 : 50, seed);
+        spec::SuffixIndex idx;
+        std::vector<TokenId> seen;
+        for (const TokenId t : text) {
+            idx.push(t);
+            seen.push_back(t);
+            const spec::Match want = brute_match(seen), got = idx.match();
+            ASSERT_EQ(got.len, want.len) << "seed " << seed << " at " << seen.size();
+            if (want.len) {
+                // A real earlier occurrence, the latest one here (no run in these texts is
+                // long enough to cap the index's walk).
+                ASSERT_LT(got.end, seen.size() - 1);
+                for (size_t j = 0; j < got.len; ++j) ASSERT_EQ(seen[got.end - j], seen[seen.size() - 1 - j]);
+                ASSERT_EQ(got.end, want.end) << "seed " << seed << " at " << seen.size();
+            }
+        }
+    }
+}
+
+TEST(Speculative, NgramIndexFindsTheLatestOccurrenceOfTheLastTokens) {
+    for (uint32_t seed = 1; seed <= 6; ++seed) {
+        const auto text = random_text(600, seed % 2 ? 3 : 50, seed);
+        spec::NgramIndex idx;
+        std::vector<TokenId> seen;
+        for (const TokenId t : text) {
+            idx.push(t);
+            seen.push_back(t);
+            const spec::Match got = idx.match();
+            const size_t i = seen.size() - 1;
+            if (got.len == 0) {
+                // No earlier occurrence of the last two tokens.
+                for (size_t end = 1; end < i; ++end)
+                    ASSERT_FALSE(seen[end] == seen[i] && seen[end - 1] == seen[i - 1]) << "missed at " << i;
+                continue;
+            }
+            ASSERT_LT(got.end, i);
+            ASSERT_GE(got.len, 2u);
+            for (size_t j = 0; j < got.len; ++j) ASSERT_EQ(seen[got.end - j], seen[i - j]) << "not a match at " << i;
+            // The longest n-gram (up to 4) that occurred before was the one looked up, at its
+            // latest occurrence.
+            const size_t n = std::min<size_t>(got.len, 4);
+            for (size_t end = got.end + 1; end < i; ++end) {
+                bool same = end + 1 >= n;
+                for (size_t j = 0; same && j < n; ++j) same = seen[end - j] == seen[i - j];
+                ASSERT_FALSE(same) << "a later occurrence at " << end << " for the match at " << i;
+            }
+        }
+    }
+}
+
+TEST(Speculative, DraftCopiesWhatFollowedTheMatch) {
+    spec::SpecParams p;
+    p.source = spec::Source::Suffix;
+    p.max_draft = 5;
+    spec::Speculator s(p);
+    const std::vector<TokenId> text = {1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3};
+    s.push(text);
+    std::vector<TokenId> d;
+    s.draft(d, 100);
+    EXPECT_EQ(d, (std::vector<TokenId>{4, 5, 6}));  // as long as the match (3)
+    s.draft(d, 2);
+    EXPECT_EQ(d, (std::vector<TokenId>{4, 5}));  // no more than room
+    s.push(std::vector<TokenId>{4, 5, 6, 7, 8});
+    s.draft(d, 100);
+    EXPECT_EQ(d, (std::vector<TokenId>{9, 1, 2, 3, 4}));  // at most max_draft
+    spec::Speculator none(p);
+    none.push(std::vector<TokenId>{1, 2, 3, 4});
+    none.draft(d, 100);
+    EXPECT_TRUE(d.empty());
+}
+
+TEST(Speculative, RefusedGuessesShortenTheDraft) {
+    spec::SpecParams p;
+    p.source = spec::Source::Ngram;
+    p.max_draft = 16;
+    spec::Speculator s(p);
+    std::vector<TokenId> text;
+    for (int r = 0; r < 3; ++r)
+        for (int i = 0; i < 20; ++i) text.push_back(i);
+    s.push(text);
+    std::vector<TokenId> d;
+    s.draft(d, 100);
+    EXPECT_EQ(d.size(), 16u);
+    for (int i = 0; i < 6; ++i) s.feedback(16, 0);
+    s.draft(d, 100);
+    EXPECT_GE(d.size(), 1u);
+    EXPECT_LT(d.size(), 4u);
+    EXPECT_EQ(s.stats().drafted, 96u);
+    EXPECT_EQ(s.stats().accepted, 0u);
+}
+
+TEST(Speculative, VerifyStopsAtTheFirstDisagreement) {
+    const std::vector<TokenId> draft = {5, 6, 7, 8};
+    const std::vector<TokenId> model = {5, 6, 9, 8, 3};
+    std::vector<TokenId> asked;
+    const auto v = spec::verify(draft, [&](size_t i, TokenId d) {
+        asked.push_back(d);
+        return model[i];
+    });
+    EXPECT_EQ(v.accepted, 2u);
+    EXPECT_EQ(v.next, 9);
+    EXPECT_EQ(asked, (std::vector<TokenId>{5, 6, 7}));
+    const auto all = spec::verify(std::vector<TokenId>{5, 6}, [&](size_t i, TokenId) { return model[i]; });
+    EXPECT_EQ(all.accepted, 2u);
+    EXPECT_EQ(all.next, 9);  // the model's token after a fully taken guess
+}
+
+// Rejection sampling keeps the distribution: for each guess d (likely, unlikely, outside the
+// kept set), the token sample_given returns follows exactly what sample() draws from. Checked
+// with Pearson's chi-square over the kept tokens at a significance of 1e-6 (critical values
+// for 5 and 3 degrees of freedom: 35.9 and 30.7).
+TEST(Speculative, RejectionSamplingKeepsTheDistribution) {
+    const std::vector<float> logits = {1.0f, 0.0f, -0.5f, 0.3f, -2.0f, 0.8f};
+    struct Case {
+        SamplerParams p;
+        double critical;
+    };
+    std::vector<Case> cases;
+    {
+        SamplerParams p;  // nothing cut
+        p.temperature = 0.7f, p.top_k = 0, p.top_p = 1.0f, p.min_p = 0.0f, p.seed = 11;
+        cases.push_back({p, 35.9});
+    }
+    {
+        SamplerParams p;  // top-k 4: tokens 0, 5, 3, 1 kept
+        p.temperature = 1.3f, p.top_k = 4, p.top_p = 1.0f, p.min_p = 0.0f, p.seed = 12;
+        cases.push_back({p, 30.7});
+    }
+    for (const Case& c : cases) {
+        // The distribution sample() draws from, estimated with many draws' worth of exactness:
+        // computed here from the same cut as the sampler's.
+        std::vector<size_t> order(logits.size());
+        for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+        std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return logits[a] > logits[b]; });
+        const size_t kept = c.p.top_k > 0 ? size_t(c.p.top_k) : logits.size();
+        std::vector<double> q(logits.size(), 0.0);
+        double z = 0;
+        for (size_t j = 0; j < kept; ++j) z += q[order[j]] = std::exp((logits[order[j]] - logits[order[0]]) / c.p.temperature);
+        for (double& x : q) x /= z;
+        for (const TokenId d : {TokenId(0), TokenId(2), TokenId(4), TokenId(-1)}) {
+            Sampler s(c.p);
+            const int n = 200000;
+            std::vector<int> count(logits.size());
+            for (int i = 0; i < n; ++i) ++count[size_t(s.sample_given(logits, {}, d))];
+            double chi2 = 0;
+            for (size_t t = 0; t < logits.size(); ++t) {
+                if (q[t] == 0) {
+                    EXPECT_EQ(count[t], 0) << "token " << t << " is cut but was drawn (guess " << d << ")";
+                    continue;
+                }
+                const double e = n * q[t];
+                chi2 += (count[t] - e) * (count[t] - e) / e;
+            }
+            EXPECT_LT(chi2, c.critical) << "guess " << d << ", top_k " << c.p.top_k;
+        }
+    }
+}
+
+// A guess is taken exactly when greedy decoding would have produced it.
+TEST(Speculative, GreedyTakesTheGuessOnlyWhenItIsTheMaximum) {
+    SamplerParams p;
+    p.temperature = 0;
+    Sampler s(p);
+    const std::vector<float> logits = {0.1f, 2.0f, 1.9f};
+    EXPECT_EQ(s.sample_given(logits, {}, 1), 1);
+    EXPECT_EQ(s.sample_given(logits, {}, 2), 1);
+    EXPECT_EQ(s.sample_given(logits, {}, 0), 1);
+}
+
+namespace {
+
+// Generates greedily with and without speculation from a prompt that repeats itself, so that the
+// guesses are mostly right and sometimes wrong.
+struct Pair {
+    std::string plain, spec;
+    spec::SpecStats stats;
+};
+
+// Tries phrases until the model continues at length and speculation guesses at least once;
+// every try is compared.
+Pair generate_both(const std::string& path, const std::string& target, KvType kv, spec::Source source, int n) {
+    EngineOptions eo;
+    eo.n_threads = 2;
+    eo.n_ctx = 512;
+    eo.kernels = target;
+    eo.kv_type = kv;
+    Engine engine(path, eo);
+    SamplerParams sp;
+    sp.temperature = 0;
+    spec::SpecParams spp;
+    spp.source = source;
+    const uint32_t V = engine.model().hp.n_vocab;
+    Pair out;
+    for (uint32_t seed = 7; seed < 40; ++seed) {
+        // A phrase of random tokens, twice, then its start.
+        std::mt19937 rng(seed);
+        std::vector<TokenId> phrase, prompt;
+        for (int i = 0; i < 24; ++i) phrase.push_back(TokenId(3 + rng() % (V - 3)));
+        if (engine.model().vocab.bos() >= 0) prompt.push_back(engine.model().vocab.bos());
+        for (int r = 0; r < 3; ++r) prompt.insert(prompt.end(), phrase.begin(), phrase.end() - (r == 2 ? 10 : 0));
+        out = {};
+        const auto plain = engine.generate(prompt, n, sp, [&](std::string_view t) {
+            out.plain += t;
+            return true;
+        });
+        const auto fast = engine.generate(prompt, n, sp, [&](std::string_view t) {
+            out.spec += t;
+            return true;
+        }, spp);
+        out.stats = fast.spec;
+        if (out.spec != out.plain || (plain.n_generated >= size_t(n) / 2 && out.stats.drafted > 0)) break;
+    }
+    return out;
+}
+
+}  // namespace
+
+struct SpecParam {
+    std::string shape, type, target;
+};
+
+class GreedySpeculation : public ::testing::TestWithParam<SpecParam> {};
+
+TEST_P(GreedySpeculation, SameTextAsWithout) {
+    const auto& [shape, type, target] = GetParam();
+    const auto path = test::synth_model(shape, type);
+    for (const auto source : {spec::Source::Suffix, spec::Source::Ngram}) {
+        const Pair r = generate_both(path, target, KvType::F16, source, 64);
+        EXPECT_EQ(r.spec, r.plain) << spec::source_name(source);
+        EXPECT_GT(r.stats.drafted, 0u) << spec::source_name(source);
+    }
+}
+
+std::vector<SpecParam> spec_params() {
+    std::vector<SpecParam> v;
+    for (const auto target : kernels::available_targets())
+        for (const char* shape : {"tiny-llama", "tiny-qwen2", "tiny-qwen3"})
+            for (const auto type : synth::type_names()) v.push_back({shape, std::string(type), std::string(target)});
+    return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllArchsAllTypes, GreedySpeculation, ::testing::ValuesIn(spec_params()), [](const auto& p) {
+    std::string n = p.param.shape + "_" + p.param.type + "_" + p.param.target;
+    std::replace(n.begin(), n.end(), '-', '_');
+    return n;
+});
+
+// The real model: a prompt that tells the same story twice, continued; the guesses are taken
+// often, and the text is that of plain decoding on every target and KV type.
+TEST(Speculative, StoriesTextUnchangedAndGuessesTaken) {
+    if (!test::have_shared()) GTEST_SKIP() << "../shared is absent";
+    const std::string path = test::shared_dir() + "/models/stories260K.gguf";
+    for (const auto target : kernels::available_targets())
+        for (const auto kv : {KvType::F32, KvType::F16}) {  // (its heads are too narrow for q8_0)
+            EngineOptions eo;
+            eo.n_threads = 2;
+            eo.n_ctx = 512;
+            eo.kernels = std::string(target);
+            eo.kv_type = kv;
+            Engine engine(path, eo);
+            SamplerParams sp;
+            sp.temperature = 0;
+            const std::string story =
+                "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a "
+                "big, red ball.";
+            const auto prompt = engine.tokenize(story + "\n" + story + "\nOnce upon a time", true);
+            std::string plain, fast;
+            engine.generate(prompt, 120, sp, [&](std::string_view t) {
+                plain += t;
+                return true;
+            });
+            spec::SpecParams spp;
+            spp.source = spec::Source::Suffix;
+            const auto st = engine.generate(prompt, 120, sp, [&](std::string_view t) {
+                fast += t;
+                return true;
+            }, spp);
+            EXPECT_EQ(fast, plain) << target << " " << kv_type_name(kv);
+            EXPECT_GT(st.spec.accepted, 10u) << target;
+            EXPECT_LT(st.passes, st.n_generated) << target;
+        }
+}
