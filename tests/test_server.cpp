@@ -239,6 +239,55 @@ TEST_F(ServerModel, BatchedGenerationsMatchGeneratingAlone) {
     EXPECT_LT(sched.stats().steps.load(), 4u * 41u) << "decode steps were shared";
 }
 
+// Speculative decoding in the scheduler changes no token either: prompts that repeat themselves
+// (so that most guesses are right) and one that does not, run at once with guesses from the
+// suffix automaton and from n-grams, give each the greedy text it gets alone; guesses were made
+// and taken; stop strings and the token limit land where they would.
+TEST_F(ServerModel, SpeculationChangesNoToken) {
+    const std::string story = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. ";
+    const std::vector<std::string> prompts = {story + story + "Once upon", story + "One day, " + story + "One day,", "The cat sat",
+                                              story + story + story};
+    std::vector<std::string> alone;
+    for (const auto& p : prompts) alone.push_back(solo_text(p, 60, 512));
+    for (const auto source : {spec::Source::Suffix, spec::Source::Ngram}) {
+        SchedulerOptions so{.n_slots = 3, .slot_ctx = 512};
+        so.spec.source = source;
+        Scheduler sched(*engine_, so);
+        std::vector<std::shared_ptr<Generation>> gens;
+        for (const auto& p : prompts) {
+            GenParams gp;
+            gp.sampler.temperature = 0;
+            gp.max_tokens = 60;
+            gens.push_back(std::make_shared<Generation>(engine_->tokenize(p, true), gp));
+            sched.submit(gens.back());
+        }
+        for (size_t i = 0; i < prompts.size(); ++i) {
+            EXPECT_EQ(run_to_end(*gens[i]), alone[i]) << spec::source_name(source) << ": " << prompts[i];
+            EXPECT_EQ(gens[i]->completion_tokens(), 60u);
+            // The tokens the continuation will be given: exactly the greedy ones.
+            EXPECT_EQ(gens[i]->output_tokens().size(), 60u);
+        }
+        EXPECT_GT(sched.stats().spec_accepted.load(), 20u) << spec::source_name(source);
+        EXPECT_LT(sched.stats().spec_accepted.load(), sched.stats().spec_drafted.load());
+        // A stop string and a token limit inside a run of taken guesses.
+        const std::string want = alone[0];
+        ASSERT_GT(want.size(), 30u);
+        GenParams gp;
+        gp.sampler.temperature = 0;
+        gp.max_tokens = 60;
+        gp.stop = {want.substr(20, 6)};
+        auto g = std::make_shared<Generation>(engine_->tokenize(prompts[0], true), gp);
+        sched.submit(g);
+        EXPECT_EQ(run_to_end(*g), want.substr(0, want.find(gp.stop[0])));
+        gp.stop.clear();
+        gp.max_tokens = 7;
+        g = std::make_shared<Generation>(engine_->tokenize(prompts[0], true), gp);
+        sched.submit(g);
+        EXPECT_EQ(run_to_end(*g), solo_text(prompts[0], 7, 512));
+        EXPECT_EQ(g->completion_tokens(), 7u);
+    }
+}
+
 // A request whose prefix a running sequence already computed shares that sequence's blocks: from
 // the prefix tree once the block is full, else from the running cache itself (a fork; which one
 // depends on how far A got). Its text is still exactly what it gets from an empty cache, and so

@@ -5,12 +5,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "common.h"
 #include "engine/engine.h"
+#include "engine/forward.h"
+#include "model/model.h"
 #include "engine/sampler.h"
 #include "engine/speculative.h"
 #include "kernels/cpu/kernels.h"
@@ -133,7 +136,7 @@ TEST(Speculative, RefusedGuessesShortenTheDraft) {
     s.push(text);
     std::vector<TokenId> d;
     s.draft(d, 100);
-    EXPECT_EQ(d.size(), 16u);
+    EXPECT_EQ(d.size(), 16u);  // a match of 40: p 0.97 before any feedback
     for (int i = 0; i < 6; ++i) s.feedback(16, 0);
     s.draft(d, 100);
     EXPECT_GE(d.size(), 1u);
@@ -332,4 +335,120 @@ TEST(Speculative, StoriesTextUnchangedAndGuessesTaken) {
             EXPECT_GT(st.spec.accepted, 10u) << target;
             EXPECT_LT(st.passes, st.n_generated) << target;
         }
+}
+
+TEST(Speculative, PassCostInterpolatesWhatItMeasured) {
+    spec::PassCost c;
+    EXPECT_DOUBLE_EQ(c.relative(1), 1.0);
+    EXPECT_NEAR(c.relative(11), 1.2, 1e-12);  // the prior slope, 0.02 per token
+    c.observe(1, 0.010);
+    c.observe(9, 0.014);
+    EXPECT_NEAR(c.seconds(5), 0.012, 1e-12);
+    EXPECT_NEAR(c.relative(5), 1.2, 1e-12);
+    EXPECT_NEAR(c.relative(17), 1.4 * 1.16, 1e-12);  // past the last size seen: the prior slope from there
+    EXPECT_NEAR(c.relative(3, 4), c.seconds(7) / c.seconds(5), 1e-12);  // beside 4 tokens of others
+    c.observe(1, 0.020);  // a moving average
+    EXPECT_NEAR(c.seconds(1), 0.012, 1e-12);
+}
+
+// Where passes cost as much per token as plain decoding (compute-bound) and guesses are mostly
+// refused, guessing does not pay and nothing is guessed.
+TEST(Speculative, NoGuessWhereItDoesNotPay) {
+    spec::SpecParams p;
+    p.source = spec::Source::Suffix;
+    spec::Speculator s(p);
+    std::vector<TokenId> text;
+    for (int r = 0; r < 3; ++r)
+        for (int i = 0; i < 20; ++i) text.push_back(i);
+    s.push(text);
+    spec::PassCost steep;
+    for (size_t n = 1; n < 20; ++n) steep.observe(n, 0.01 * double(n));
+    std::vector<TokenId> d;
+    s.draft(d, 100, &steep);
+    EXPECT_TRUE(d.empty());
+    spec::PassCost flat;  // 5% per extra token
+    for (size_t n = 1; n < 20; ++n) flat.observe(n, 0.01 * (1.0 + 0.05 * double(n - 1)));
+    s.draft(d, 100, &flat);
+    EXPECT_GE(d.size(), 8u);
+    for (int i = 0; i < 20; ++i) s.feedback(16, 0);
+    s.draft(d, 100, &flat);
+    EXPECT_LE(d.size(), 1u);  // near-certain refusal: at most a probe
+}
+
+TEST(Speculative, ReplayCountsPassesAsDecodingWould) {
+    spec::SpecParams p;
+    p.source = spec::Source::Suffix;
+    std::vector<TokenId> prompt;
+    for (int i = 0; i < 200; ++i) prompt.push_back(TokenId(i * 7 % 101));
+    // An output that copies the prompt: long guesses, nearly all taken.
+    const std::vector<TokenId> copy(prompt.begin() + 10, prompt.begin() + 150);
+    const auto r = spec::replay(p, prompt, copy);
+    EXPECT_EQ(r.tokens, copy.size() - 1);
+    size_t produced = 0;
+    for (const uint32_t n : r.pass_sizes) produced += n;
+    EXPECT_EQ(r.stats.accepted + r.pass_sizes.size(), r.tokens);  // each pass: its guesses taken, plus one
+    EXPECT_LT(r.pass_sizes.size(), copy.size() / 6);
+    EXPECT_GT(r.stats.acceptance(), 0.8);
+    (void)produced;
+    // Fresh tokens: nothing to copy, one pass per token.
+    std::vector<TokenId> fresh;
+    for (int i = 0; i < 100; ++i) fresh.push_back(TokenId(1000 + i));
+    const auto f = spec::replay(p, prompt, fresh);
+    EXPECT_EQ(f.pass_sizes.size(), f.tokens);
+    EXPECT_EQ(f.stats.drafted, 0u);
+    spec::SpecParams off;
+    const auto o = spec::replay(off, prompt, copy);
+    EXPECT_EQ(o.pass_sizes.size(), o.tokens);
+}
+
+// The ground of greedy identity: a check of k tokens gives each token the logits that decoding
+// it alone gives, bit for bit, past the context length where decode attention splits its keys
+// into ranges, wherever the matrix kernels compute a token's row the same way at any token
+// count: the scalar target, and the int8 path of avx512vnni (Q8_0, Q4_0, Q5_0 and K-quants:
+// integer dot products, then the same float steps). The float kernels of the other targets and
+// types (F16, BF16, F32, Q4_1, Q5_1; avx2 and avx512) tile several tokens differently from one,
+// so there the logits agree to rounding (NMSE below 1e-10) and the greedy texts are compared
+// directly (GreedySpeculation).
+TEST(Speculative, CheckLogitsAreDecodeLogitsBitForBit) {
+    for (const auto target : kernels::available_targets())
+        for (const auto type : synth::type_names())
+            for (const KvType kv : {KvType::F32, KvType::F16, KvType::Q8_0}) {
+                if (kv == KvType::Q8_0 && type != std::string_view("q8_0")) continue;  // one weight type is enough there
+                const auto model = load_model(test::synth_model("tiny-qwen3", std::string(type)));
+                ThreadPool pool(2);
+                CpuForward fwd(*model, pool, kernels::select_kernels(target), 1024, kv);
+                std::mt19937 rng(3);
+                std::vector<TokenId> ctx(600), check(9);
+                for (auto& t : ctx) t = TokenId(rng() % model->hp.n_vocab);
+                for (auto& t : check) t = TokenId(rng() % model->hp.n_vocab);
+                std::vector<float> logits, one, all;
+                fwd.eval(ctx, false, logits);
+                std::vector<float> want;
+                for (const TokenId t : check) {
+                    fwd.eval(std::span(&t, 1), false, one);
+                    want.insert(want.end(), one.begin(), one.end());
+                }
+                fwd.truncate(uint32_t(ctx.size()));
+                fwd.eval_check(check, all);
+                ASSERT_EQ(all.size(), want.size());
+                const std::string_view ty = type;
+                const bool int8_path = ty == "q8_0" || ty == "q4_0" || ty == "q5_0" || ty == "q4_k" || ty == "q4_k_m" ||
+                                       ty == "q5_k" || ty == "q5_k_m" || ty == "q6_k";
+                const bool exact = target == std::string_view("scalar") || (target == std::string_view("avx512vnni") && int8_path);
+                size_t differ = 0;
+                for (size_t i = 0; i < all.size(); ++i) differ += std::memcmp(&all[i], &want[i], sizeof(float)) != 0;
+                if (exact) {
+                    EXPECT_EQ(differ, 0u) << target << " " << type << " " << kv_type_name(kv);
+                } else {
+                    EXPECT_LT(test::nmse(all, want), 1e-10) << target << " " << type << " " << kv_type_name(kv);
+                    continue;
+                }
+                // And the cache it leaves: the next token decodes the same after either.
+                const TokenId next = 5;
+                fwd.eval(std::span(&next, 1), false, one);
+                fwd.truncate(uint32_t(ctx.size()));
+                for (const TokenId t : check) fwd.eval(std::span(&t, 1), false, logits);
+                fwd.eval(std::span(&next, 1), false, logits);
+                EXPECT_EQ(std::memcmp(one.data(), logits.data(), one.size() * sizeof(float)), 0) << target << " " << type;
+            }
 }

@@ -2,6 +2,8 @@
 // the effective weight bandwidth of decode (bytes of weights read per token x tokens/s).
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <optional>
 #include <random>
 
 #include <fmt/format.h>
@@ -9,6 +11,8 @@
 #include "celer/celer.h"
 #include "cli/commands.h"
 #include "engine/bandwidth.h"
+#include "engine/speculative.h"
+#include "util/text_file.h"
 
 namespace celer::cli {
 namespace {
@@ -32,6 +36,69 @@ double median(std::vector<double> v) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// The time of one pass over n tokens (a speculative step: the next token and n - 1 guesses) on
+// top of `depth` tokens of context, median over reps; the cache is cut back after each.
+std::vector<double> verify_times(CpuForward& fwd, std::span<const TokenId> ctx, std::span<const TokenId> tokens,
+                                 std::span<const size_t> sizes, int reps) {
+    using clock = std::chrono::steady_clock;
+    std::vector<float> logits;
+    fwd.reset();
+    if (!ctx.empty()) fwd.eval(ctx, false, logits);
+    const uint32_t base = fwd.n_past();
+    std::vector<std::vector<double>> t(sizes.size());
+    // Sizes interleaved within each repetition, so that drift (clocks, other load) hits them alike.
+    for (int r = 0; r < reps + 1; ++r)
+        for (size_t i = 0; i < sizes.size(); ++i) {
+            const auto t0 = clock::now();
+            if (sizes[i] > 1) fwd.eval_check(tokens.subspan(0, sizes[i]), logits);
+            else fwd.eval(tokens.subspan(0, 1), false, logits);
+            const double s = std::chrono::duration<double>(clock::now() - t0).count();
+            fwd.truncate(base);
+            if (r > 0) t[i].push_back(s);  // the first round warms up
+        }
+    std::vector<double> out;
+    for (auto& v : t) out.push_back(median(v));
+    return out;
+}
+
+struct ReplayTotals {
+    size_t pairs = 0, prompt_tokens = 0, tokens = 0, passes = 0;
+    spec::SpecStats stats;
+    double cost = 0;  // sum over passes of their cost relative to a one-token pass
+};
+
+// Edit pairs: DIR/NAME.before and DIR/NAME.after (bench/edit_pairs.sh writes them from a git
+// history). The before-text is the prompt, the after-text what the model is taken to produce.
+ReplayTotals replay_pairs(const Engine& engine, const std::string& dir, const spec::SpecParams& sp, const spec::PassCost& cost,
+                          size_t max_tokens) {
+    namespace fs = std::filesystem;
+    std::vector<fs::path> befores;
+    for (const auto& e : fs::directory_iterator(dir))
+        if (e.path().extension() == ".before") befores.push_back(e.path());
+    std::sort(befores.begin(), befores.end());
+    if (befores.empty()) throw Error(fmt::format("--replay: no *.before files in {}", dir));
+    ReplayTotals tot;
+    for (const auto& b : befores) {
+        fs::path a = b;
+        a.replace_extension(".after");
+        if (!fs::exists(a)) continue;
+        const auto prompt = engine.tokenize(read_text_file(b.string()), false);
+        const auto output = engine.tokenize(read_text_file(a.string()), false);
+        if (output.size() < 2 || prompt.size() + output.size() > max_tokens) continue;
+        const auto r = spec::replay(sp, prompt, output, &cost);
+        ++tot.pairs;
+        tot.prompt_tokens += prompt.size();
+        tot.tokens += r.tokens;
+        tot.passes += r.pass_sizes.size();
+        tot.stats.steps += r.stats.steps;
+        tot.stats.drafted += r.stats.drafted;
+        tot.stats.accepted += r.stats.accepted;
+        for (const uint32_t n : r.pass_sizes) tot.cost += cost.relative(n);
+    }
+    if (tot.pairs == 0) throw Error(fmt::format("--replay: no usable pair in {}", dir));
+    return tot;
+}
+
 }  // namespace
 
 int cmd_bench(Args& a) {
@@ -45,9 +112,18 @@ int cmd_bench(Args& a) {
     const int depth = int(a.int_or({"--depth", "-d"}, 0, 0, 1 << 20));
     const int reps = int(a.int_or({"--reps", "-r"}, 3, 1, 1000));
     const bool json = a.flag({"--json"});
+    // Speculative decoding: the cost of verifying k guesses against plain decoding, and the
+    // replay of edit pairs through the draft source.
+    const bool verify = a.flag({"--verify"});
+    const std::string replay_dir = a.value_or({"--replay"}, "");
+    spec::SpecParams sp;
+    sp.source = spec::parse_source(a.value_or({"--spec"}, "suffix"));
+    sp.max_draft = int(a.int_or({"--draft"}, sp.max_draft, 1, 63));
+    const size_t replay_max = size_t(a.int_or({"--replay-max-tokens"}, 16384, 16, 1 << 24));
     a.finish();
     if (model.empty()) model = demo_model_path();
-    eo.n_ctx = uint32_t(depth + std::max(n_prompt, n_gen + 1) + 1);
+    const size_t max_pass = size_t(sp.max_draft) + 1;
+    eo.n_ctx = uint32_t(depth + std::max<size_t>({size_t(n_prompt), size_t(n_gen + 1), max_pass}) + 1);
 
     using clock = std::chrono::steady_clock;
     Engine engine(model, eo);
@@ -94,20 +170,62 @@ int cmd_bench(Args& a) {
     ThreadPool bw_pool(engine.n_threads());
     const double peak = measure_read_bandwidth(bw_pool, kernels::select_kernels());
     const double roofline = peak * 1e9 / double(m.weight_bytes_per_token());
+
+    // Pass sizes 1, 2, 4, 8, 16 (and max_draft + 1): the relative cost table speculation uses.
+    std::vector<size_t> sizes;
+    std::vector<double> vt;
+    spec::PassCost cost;
+    if (verify || !replay_dir.empty()) {
+        for (size_t n = 1; n < max_pass; n *= 2) sizes.push_back(n);
+        sizes.push_back(max_pass);
+        vt = verify_times(fwd, ctx, prompt.size() >= max_pass ? std::span<const TokenId>(prompt) : random_tokens(int(max_pass)),
+                          sizes, std::max(reps, 5) * 3);
+        for (size_t i = 0; i < sizes.size(); ++i) cost.observe(sizes[i], vt[i]);
+    }
+    std::optional<ReplayTotals> rp;
+    if (!replay_dir.empty()) rp = replay_pairs(engine, replay_dir, sp, cost, replay_max);
+    // Effective decode speed with speculation: tokens over the passes' time, each pass costing
+    // its measured relative cost times a plain decode step.
+    const double speedup = rp ? double(rp->tokens) / rp->cost : 0;
+
     if (json) {
+        std::string extra;
+        if (!sizes.empty()) {
+            extra += ", \"verify\": [";
+            for (size_t i = 0; i < sizes.size(); ++i)
+                extra += fmt::format("{}{{\"tokens\": {}, \"ms\": {:.3f}, \"relative\": {:.3f}}}", i ? ", " : "", sizes[i], vt[i] * 1e3,
+                                     vt[i] / vt[0]);
+            extra += "]";
+        }
+        if (rp)
+            extra += fmt::format(
+                ", \"replay\": {{\"source\": \"{}\", \"max_draft\": {}, \"pairs\": {}, \"prompt_tokens\": {}, \"tokens\": {}, \"passes\": {}, "
+                "\"drafted\": {}, \"accepted\": {}, \"acceptance\": {:.4f}, \"mean_accepted_per_guess\": {:.3f}, \"tokens_per_pass\": {:.3f}, "
+                "\"speedup\": {:.3f}, \"effective_decode_tok_s\": {:.3f}}}",
+                spec::source_name(sp.source), sp.max_draft, rp->pairs, rp->prompt_tokens, rp->tokens, rp->passes, rp->stats.drafted,
+                rp->stats.accepted, rp->stats.acceptance(), rp->stats.accepted_per_step(), double(rp->tokens) / double(rp->passes),
+                speedup, dc * speedup);
         fmt::print(
             "{{\"model\": \"{}\", \"arch\": \"{}\", \"threads\": {}, \"kernels\": \"{}\", \"kv_type\": \"{}\", \"prompt\": {}, \"gen\": {}, \"depth\": {}, "
             "\"reps\": {}, \"prefill_tok_s\": {:.3f}, \"decode_tok_s\": {:.3f}, \"decode_weight_gb_s\": {:.3f}, "
             "\"weight_bytes_per_token\": {}, \"measured_bandwidth_gb_s\": {:.3f}, \"decode_roofline_tok_s\": {:.3f}, "
-            "\"decode_roofline_pct\": {:.1f}}}\n",
+            "\"decode_roofline_pct\": {:.1f}{}}}\n",
             json_escape(model), arch_name(m.hp.arch), engine.n_threads(), engine.kernel_target(), kv_type_name(fwd.kv_type()), n_prompt, n_gen, depth, reps, pf, dc,
-            gbps, m.weight_bytes_per_token(), peak, roofline, 100.0 * dc / roofline);
+            gbps, m.weight_bytes_per_token(), peak, roofline, 100.0 * dc / roofline, extra);
     } else {
         fmt::print("model {} ({}), {} threads, kernels {}, depth {}, {} reps (medians)\n", model, arch_name(m.hp.arch),
                    engine.n_threads(), engine.kernel_target(), depth, reps);
         fmt::print("prefill {:>6} tokens: {:>10.2f} tok/s\n", n_prompt, pf);
         fmt::print("decode  {:>6} tokens: {:>10.2f} tok/s  ({:.2f} GB/s of weights, {:.0f}% of the {:.1f} tok/s roofline at a measured {:.1f} GB/s)\n",
                    n_gen, dc, gbps, 100.0 * dc / roofline, roofline, peak);
+        for (size_t i = 0; i < sizes.size(); ++i)
+            fmt::print("verify  {:>6} tokens: {:>10.3f} ms per pass ({:.3f}x one token)\n", sizes[i], vt[i] * 1e3, vt[i] / vt[0]);
+        if (rp)
+            fmt::print("replay  {} pairs ({} prompt tokens, {} produced), {} source, draft <= {}: {} passes, {:.1f}% of {} guessed tokens taken, "
+                       "{:.2f} taken per guess, {:.2f} tokens per pass, {:.2f}x plain decoding = {:.1f} tok/s\n",
+                       rp->pairs, rp->prompt_tokens, rp->tokens, spec::source_name(sp.source), sp.max_draft, rp->passes,
+                       100.0 * rp->stats.acceptance(), rp->stats.drafted, rp->stats.accepted_per_step(),
+                       double(rp->tokens) / double(rp->passes), speedup, dc * speedup);
     }
     return 0;
 }

@@ -59,7 +59,7 @@ int cmd_run(Args& a) {
     sp.seed = seed >= 0 ? uint64_t(seed) : uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()) >> 1;
     spec::SpecParams spec;
     spec.source = spec::parse_source(a.value_or({"--spec"}, "off"));
-    spec.max_draft = int(a.int_or({"--draft"}, spec.max_draft, 1, 64));
+    spec.max_draft = int(a.int_or({"--draft"}, spec.max_draft, 1, 63));
     a.finish();
     if (model.empty()) model = demo_model_path();
 

@@ -22,6 +22,8 @@ int cmd_serve(Args& a) {
     so.n_slots = int(a.int_or({"-np", "--parallel"}, 4, 1, 256));
     const uint32_t ctx = uint32_t(a.int_or({"-c", "--ctx-size"}, 0, 0, 1 << 20));
     so.kv_budget = size_t(a.bytes_or({"--kv-budget"}, 0));
+    so.spec.source = spec::parse_source(a.value_or({"--spec"}, "suffix"));
+    so.spec.max_draft = int(a.int_or({"--draft"}, so.spec.max_draft, 1, spec::kMaxDraft));
     server::ServerOptions opt;
     opt.host = a.value_or({"--host"}, opt.host);
     opt.port = uint16_t(a.int_or({"--port"}, opt.port, 0, 65535));

@@ -27,6 +27,7 @@ commands:
             Prefill and decode tok/s, and decode against the measured bandwidth roofline.
   serve     -m FILE [--host H] [--port P] [--api-key K] [-t THREADS] [-np SEQUENCES] [-c CTX]
             [--kv-budget SIZE] [--kv-type f16|q8_0|f32] [--store FILE|none] [--max-tokens N]
+            [--spec suffix|ngram|off] [--draft N]
             OpenAI-compatible server (Chat Completions, Completions, Responses, WebSocket).
   template  -m FILE --messages CONVERSATION.json [--template FILE.jinja] [--no-generation-prompt] [--ids]
             Render a conversation through the model's chat template.

@@ -41,7 +41,6 @@ GenerateStats Engine::generate(std::span<const TokenId> prompt, int n_predict, c
     std::vector<TokenId> history(prompt.begin(), prompt.end());
     speculator.push(prompt);
     std::vector<float> logits;
-    std::vector<TokenId> batch, draft;
     Utf8Stream text;
     const size_t n_vocab = model_->vocab.size();
 
@@ -50,52 +49,36 @@ GenerateStats Engine::generate(std::span<const TokenId> prompt, int n_predict, c
     const auto t1 = clock::now();
     st.prefill_s = std::chrono::duration<double>(t1 - t0).count();
 
-    // Emits one token; false when generation ends with it (or before it, at end-of-generation).
+    // A token joins the output; false when generation ends before it (end-of-generation) or
+    // with it (the caller).
     const auto emit = [&](TokenId t) {
         if (model_->vocab.is_eog(t)) {
             st.hit_eos = true;
             return false;
         }
         history.push_back(t);
-        speculator.push(t);
         ++st.n_generated;
         const std::string piece = text.push(model_->vocab.piece(t));
-        if (!piece.empty() && !on_text(piece)) return false;
-        return st.n_generated < size_t(n_predict);
+        return piece.empty() || on_text(piece);
     };
-
-    if (n_predict > 0) {
-        TokenId next = sampler.sample(logits, history);
-        while (emit(next)) {
-            // `next` is sampled but not yet in the cache: the pass runs it and the guesses after
-            // it. Guesses past the budget would be wasted, so there are at most as many as the
-            // tokens still to come after the next one.
-            speculator.draft(draft, size_t(n_predict) - st.n_generated - 1);
-            batch.assign(1, next);
-            batch.insert(batch.end(), draft.begin(), draft.end());
-            const uint32_t base = fwd_->n_past();
-            fwd_->eval(batch, !draft.empty(), logits);
-            ++st.passes;
-            // Row i holds the model's distribution after batch[i]; a guess is taken while the
-            // model's own choice agrees with it, and is then part of the history the next
-            // choice is made with.
-            // Generation can end inside the guess (end-of-generation, the budget, the caller);
-            // the verdict then ends there too.
-            bool going = true;
-            size_t taken = 0;
-            const spec::Verdict v = spec::verify(draft, [&](size_t i, TokenId d) {
-                const TokenId t = sampler.sample_given(std::span(logits).subspan(i * n_vocab, n_vocab), history, d);
-                if (d < 0 || t != d) return t;
-                if (!(going = emit(d))) return TokenId(-1);
-                ++taken;
-                return t;
-            });
-            speculator.feedback(draft.size(), taken);
-            if (!draft.empty()) fwd_->truncate(base + 1 + uint32_t(taken));
-            if (!going) break;
-            next = v.next;
-        }
-    }
+    // A pass over [the token not yet in the cache, guesses...]; its time teaches the cost model.
+    uint32_t base = 0;
+    const auto pass = [&](std::span<const TokenId> batch) {
+        base = fwd_->n_past();
+        const auto p0 = clock::now();
+        if (batch.size() > 1) fwd_->eval_check(batch, logits);
+        else fwd_->eval(batch, false, logits);
+        pass_cost_.observe(batch.size(), std::chrono::duration<double>(clock::now() - p0).count());
+        ++st.passes;
+    };
+    // Row i holds the model's distribution after batch[i]; the history already holds every
+    // guess taken before i.
+    const auto choose = [&](size_t i, TokenId d) {
+        return sampler.sample_given(std::span(logits).subspan(i * n_vocab, n_vocab), history, d);
+    };
+    const auto keep = [&](size_t n) { fwd_->truncate(base + uint32_t(n)); };
+    if (n_predict > 0)
+        spec::decode(speculator, sampler.sample(logits, history), size_t(n_predict), &pass_cost_, emit, pass, choose, keep);
     if (const std::string rest = text.flush(); !rest.empty()) on_text(rest);
     st.decode_s = std::chrono::duration<double>(clock::now() - t1).count();
     st.spec = speculator.stats();

@@ -58,6 +58,7 @@ private:
     std::unique_ptr<ThreadPool> pool_;
     const kernels::CpuKernels* kernels_;
     std::unique_ptr<CpuForward> fwd_;
+    spec::PassCost pass_cost_;  // learned from every pass generate() runs
 };
 
 }  // namespace celer

@@ -40,8 +40,8 @@ CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKerne
     const size_t group = hp.n_head / hp.n_head_kv;
     scratch_.resize(size_t(pool.size()) *
                     std::max(widest * kernels::kScratchRows, kernels::attn_scratch_floats(kAttnTokens * group, hp.head_dim, hp.head_dim_v)));
-    part_out_.resize(size_t(kMaxSplit) * hp.n_head * hp.head_dim_v);
-    part_max_.resize(size_t(kMaxSplit) * hp.n_head);
+    part_out_.resize(kExactTokens * kMaxSplit * hp.n_head * hp.head_dim_v);
+    part_max_.resize(kExactTokens * kMaxSplit * hp.n_head);
     part_sum_.resize(part_max_.size());
     if (k_.gemm_int8) pack_weights();
 }
@@ -189,15 +189,12 @@ void CpuForward::attention(uint32_t il, const Span& s) {
     const size_t n_tok = s.n, n_past = c.n_past_;
     const size_t hv = hp.head_dim_v;
     const size_t per_thread = scratch_.size() / size_t(pool_.size());
-    const size_t n_keys_last = n_past + n_tok;
     constexpr size_t B = KvPool::kBlockTokens;
     float* const q_rows = q_.data() + s.first * hp.q_dim();
     float* const out_rows = attn_.data() + s.first * hp.n_head * hp.head_dim_v;
     const kernels::KvElem elem = pool.type() == KvType::F32   ? kernels::KvElem::F32
                                  : pool.type() == KvType::F16 ? kernels::KvElem::F16
                                                               : kernels::KvElem::Q8_0;
-    // By length alone, never by thread count, so that the threads cannot change a result bit.
-    const size_t n_split = n_tok == 1 ? std::clamp<size_t>(n_keys_last / kMinSplitKeys, 1, kMaxSplit) : 1;
     const auto args = [&](size_t t, uint32_t kvh, int thread) {
         kernels::AttnArgs a{};
         a.q = q_rows + t * hp.q_dim() + size_t(kvh) * group * hp.head_dim;
@@ -219,8 +216,9 @@ void CpuForward::attention(uint32_t il, const Span& s) {
         a.scratch = scratch_.data() + size_t(thread) * per_thread;
         return a;
     };
-    if (n_split == 1) {
-        // Blocks of kAttnTokens tokens share each tile of keys; the last blocks (most keys) first.
+    if (n_tok > 1 && !s.as_decode) {
+        // Prefill: blocks of kAttnTokens tokens share each tile of keys; the last blocks (most
+        // keys) first.
         const size_t n_blocks = (n_tok + kAttnTokens - 1) / kAttnTokens;
         pool_.run(int(n_blocks * hp.n_head_kv), [&](int task, int thread) {
             const size_t blk = n_blocks - 1 - size_t(task) / hp.n_head_kv;
@@ -232,38 +230,61 @@ void CpuForward::attention(uint32_t il, const Span& s) {
         });
         return;
     }
+    // Decode, and the tokens of a speculative check: each token exactly as decode computes it
+    // alone (the same kernel calls on the same key ranges), so that checking guesses in a batch
+    // gives the logits decoding would (greedy text is the same with and without speculation,
+    // bit for bit; the matrix kernels give each token's row the same bits at any token count). Long contexts are split into
+    // key ranges (flash-decoding), by the token's key count alone, never by the thread count.
+    const auto n_split = [&](size_t t) { return std::clamp<size_t>((n_past + t + 1) / kMinSplitKeys, 1, kMaxSplit); };
     // Key ranges start on block boundaries, where the kernel's pages begin. Each range has at
     // least kMinSplitKeys (> B) keys, so rounding down leaves none empty.
-    const auto range_start = [&](size_t i) { return i == n_split ? n_keys_last : n_keys_last * i / n_split / B * B; };
-    pool_.run(int(hp.n_head_kv * n_split), [&](int task, int thread) {
-        const uint32_t kvh = uint32_t(size_t(task) / n_split);
-        const size_t i = size_t(task) % n_split;
-        kernels::AttnArgs a = args(0, kvh, thread);
-        const size_t j0 = range_start(i), j1 = range_start(i + 1);
-        a.pages += j0 / B;
-        a.n_keys = j1 - j0;
-        const size_t slot = size_t(kvh) * group + i * hp.n_head;  // (range, head)
-        a.out = part_out_.data() + slot * hv;
-        a.partial = true;
-        a.max = part_max_.data() + slot;
-        a.sum = part_sum_.data() + slot;
+    const auto range_start = [&](size_t t, size_t i) {
+        const size_t n_keys = n_past + t + 1, n = n_split(t);
+        return i == n ? n_keys : n_keys * i / n / B * B;
+    };
+    size_t first_task[kExactTokens + 1];
+    first_task[0] = 0;
+    for (size_t t = 0; t < n_tok; ++t) first_task[t + 1] = first_task[t] + hp.n_head_kv * n_split(t);
+    const size_t part_slots = kMaxSplit * hp.n_head;  // per token: (range, head)
+    pool_.run(int(first_task[n_tok]), [&](int task, int thread) {
+        size_t t = 0;
+        while (first_task[t + 1] <= size_t(task)) ++t;
+        const size_t n = n_split(t), k = size_t(task) - first_task[t];
+        const uint32_t kvh = uint32_t(k / n);
+        const size_t i = k % n;
+        kernels::AttnArgs a = args(t, kvh, thread);
+        if (n > 1) {
+            const size_t j0 = range_start(t, i), j1 = range_start(t, i + 1);
+            a.pages += j0 / B;
+            a.n_keys = j1 - j0;
+            const size_t slot = t * part_slots + size_t(kvh) * group + i * hp.n_head;
+            a.out = part_out_.data() + slot * hv;
+            a.partial = true;
+            a.max = part_max_.data() + slot;
+            a.sum = part_sum_.data() + slot;
+        }
         k_.attention(a);
     });
     // Merge: out = sum_i exp(m_i - m) acc_i / sum_i exp(m_i - m) l_i, m the largest maximum.
-    for (uint32_t h = 0; h < hp.n_head; ++h) {
-        float m = -INFINITY;
-        for (size_t i = 0; i < n_split; ++i) m = std::max(m, part_max_[i * hp.n_head + h]);
-        float l = 0;
-        float* out = out_rows + size_t(h) * hv;
-        std::fill(out, out + hv, 0.0f);
-        for (size_t i = 0; i < n_split; ++i) {
-            const size_t slot = i * hp.n_head + h;
-            const float w = std::exp(part_max_[slot] - m);
-            l += part_sum_[slot] * w;
-            const float* po = part_out_.data() + slot * hv;
-            for (size_t d = 0; d < hv; ++d) out[d] += po[d] * w;
+    for (size_t t = 0; t < n_tok; ++t) {
+        const size_t n = n_split(t);
+        if (n == 1) continue;
+        for (uint32_t h = 0; h < hp.n_head; ++h) {
+            const size_t base = t * part_slots;
+            float m = -INFINITY;
+            for (size_t i = 0; i < n; ++i) m = std::max(m, part_max_[base + i * hp.n_head + h]);
+            float l = 0;
+            float* out = out_rows + t * hp.n_head * hv + size_t(h) * hv;
+            std::fill(out, out + hv, 0.0f);
+            for (size_t i = 0; i < n; ++i) {
+                const size_t slot = base + i * hp.n_head + h;
+                const float w = std::exp(part_max_[slot] - m);
+                l += part_sum_[slot] * w;
+                const float* po = part_out_.data() + slot * hv;
+                for (size_t d = 0; d < hv; ++d) out[d] += po[d] * w;
+            }
+            for (size_t d = 0; d < hv; ++d) out[d] /= l;
         }
-        for (size_t d = 0; d < hv; ++d) out[d] /= l;
     }
 }
 
@@ -305,6 +326,16 @@ void CpuForward::eval(std::span<const TokenId> tokens, bool all_logits, std::vec
     }
 }
 
+void CpuForward::eval_check(std::span<const TokenId> tokens, std::vector<float>& logits) {
+    if (tokens.empty()) throw Error("eval_check: no tokens");
+    if (tokens.size() > kExactTokens) throw Error(fmt::format("eval_check: {} tokens exceed {}", tokens.size(), kExactTokens));
+    check_tokens(tokens);
+    if (!cache_.reserve(uint32_t(tokens.size()))) throw Error(no_room(cache_, tokens.size()));
+    logits.resize(tokens.size() * size_t(m_.hp.n_vocab));
+    Span span{&cache_, {}, 0, tokens.size(), true, logits.data(), true};
+    eval_step(tokens, std::span(&span, 1));
+}
+
 void CpuForward::eval_batch(std::span<const SeqTokens> seqs, std::vector<float>& logits, const std::function<bool()>& abort) {
     const HParams& hp = m_.hp;
     size_t total = 0;
@@ -316,6 +347,8 @@ void CpuForward::eval_batch(std::span<const SeqTokens> seqs, std::vector<float>&
         for (size_t j = 0; j < i; ++j)
             if (seqs[j].cache == s.cache) throw Error("eval_batch: one cache twice in a step");
         check_tokens(s.tokens);
+        if (s.check_logits && s.tokens.size() > kExactTokens)
+            throw Error(fmt::format("eval_batch: a check of {} tokens exceeds {}", s.tokens.size(), kExactTokens));
         total += s.tokens.size();
     }
     if (total == 0) throw Error("eval_batch: no tokens");
@@ -331,8 +364,9 @@ void CpuForward::eval_batch(std::span<const SeqTokens> seqs, std::vector<float>&
     std::vector<Span> spans;
     tokens.reserve(total);
     for (size_t i = 0; i < seqs.size(); ++i) {
-        spans.push_back({seqs[i].cache, {}, tokens.size(), seqs[i].tokens.size(), false,
-                         seqs[i].logits ? logits.data() + i * hp.n_vocab : nullptr});
+        const bool check = seqs[i].check_logits != nullptr;
+        spans.push_back({seqs[i].cache, {}, tokens.size(), seqs[i].tokens.size(), check,
+                         check ? seqs[i].check_logits : seqs[i].logits ? logits.data() + i * hp.n_vocab : nullptr, check});
         tokens.insert(tokens.end(), seqs[i].tokens.begin(), seqs[i].tokens.end());
     }
     eval_step(tokens, spans, abort);
@@ -421,16 +455,24 @@ void CpuForward::eval_step(std::span<const TokenId> tokens, std::span<Span> span
         matmul(m_.output, xn_.data() + first * E, n - first, s.logits);
         return;
     }
-    // Several sequences: their last rows gathered into one product.
+    // Several sequences: their last rows (every row of a speculative check) gathered into one
+    // product.
     size_t rows = 0;
-    for (const Span& s : spans)
-        if (s.logits) rms_norm(x_.data() + (s.first + s.n - 1) * E, m_.output_norm.data(), xn_.data() + rows++ * E, E, hp.rms_eps);
+    for (const Span& s : spans) {
+        if (!s.logits) continue;
+        for (size_t t = s.all_logits ? s.first : s.first + s.n - 1; t < s.first + s.n; ++t)
+            rms_norm(x_.data() + t * E, m_.output_norm.data(), xn_.data() + rows++ * E, E, hp.rms_eps);
+    }
     if (rows == 0) return;
     logits_rows_.resize(rows * size_t(hp.n_vocab));
     matmul(m_.output, xn_.data(), rows, logits_rows_.data());
     rows = 0;
-    for (const Span& s : spans)
-        if (s.logits) std::copy_n(logits_rows_.data() + rows++ * hp.n_vocab, hp.n_vocab, s.logits);
+    for (const Span& s : spans) {
+        if (!s.logits) continue;
+        const size_t k = s.all_logits ? s.n : 1;
+        std::copy_n(logits_rows_.data() + rows * hp.n_vocab, k * hp.n_vocab, s.logits);
+        rows += k;
+    }
 }
 
 }  // namespace celer

@@ -25,6 +25,10 @@ struct SeqTokens {
     KvCache* cache;
     std::span<const TokenId> tokens;
     bool logits = true;
+    // A speculative check: when set, the logits of every token land here (tokens.size() rows of
+    // n_vocab) instead of the last one's in eval_batch's output, and each token is computed
+    // exactly as decoding it alone would (at most kExactTokens tokens).
+    float* check_logits = nullptr;
 };
 
 // Thrown by eval_batch when its abort check said stop.
@@ -50,6 +54,9 @@ public:
     // logits of every token (all_logits) or of the last one into `logits`, n_vocab each.
     // Throws celer::Error if the context would overflow.
     void eval(std::span<const TokenId> tokens, bool all_logits, std::vector<float>& logits);
+    // A speculative check: `tokens` (at most kExactTokens) computed each exactly as decoding it
+    // alone would give, bit for bit, the logits of every one into `logits`.
+    void eval_check(std::span<const TokenId> tokens, std::vector<float>& logits);
 
     // One step over several sequences at once (continuous batching): every weight is read once
     // for all their tokens. Each entry's tokens go to its own cache at its own positions; the
@@ -81,6 +88,7 @@ private:
         size_t first, n;  // rows of the step's activations
         bool all_logits;
         float* logits;    // all_logits: n rows; else the last token's row; nullptr: none
+        bool as_decode = false;  // each token computed as decoding it alone would (n <= kExactTokens)
     };
     void check_tokens(std::span<const TokenId> tokens) const;
     void check_cache(const KvCache& c) const;
@@ -109,6 +117,9 @@ private:
     // Decode attention split over key ranges: unnormalised outputs, maxima and sums per
     // (range, head), merged after the ranges finish.
     static constexpr size_t kMaxSplit = 16, kMinSplitKeys = 256;
+    // Speculative checks compute each token's attention as decoding it alone would (prefill
+    // shares tiles of keys among tokens instead); at most this many tokens.
+    static constexpr size_t kExactTokens = 64;
     // Prefill attention: tokens per task, sharing each read of a tile of keys and values.
     static constexpr size_t kAttnTokens = 8;
     std::vector<float> part_out_, part_max_, part_sum_;

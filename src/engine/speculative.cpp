@@ -131,10 +131,36 @@ Match NgramIndex::match() const {
     return {};
 }
 
+// ---- pass costs ------------------------------------------------------------------------------
+
+void PassCost::observe(size_t n, double seconds) {
+    if (n == 0 || n >= kMax || !(seconds > 0)) return;
+    t_[n] = t_[n] > 0 ? 0.8 * t_[n] + 0.2 * seconds : seconds;
+}
+
+double PassCost::seconds(size_t n) const {
+    n = std::clamp<size_t>(n, 1, kMax - 1);
+    if (t_[n] > 0) return t_[n];
+    size_t lo = n, hi = n;
+    while (lo > 1 && !(t_[lo] > 0)) --lo;
+    while (hi < kMax - 1 && !(t_[hi] > 0)) ++hi;
+    const bool have_lo = t_[lo] > 0, have_hi = t_[hi] > 0;
+    if (have_lo && have_hi) return t_[lo] + (t_[hi] - t_[lo]) * double(n - lo) / double(hi - lo);
+    if (have_lo) return t_[lo] * (1.0 + prior_slope_ * double(n - lo));
+    if (have_hi) return t_[hi] / (1.0 + prior_slope_ * double(hi - n));
+    return 0;
+}
+
+double PassCost::relative(size_t n, size_t base) const {
+    const double one = seconds(base + 1);
+    if (!(one > 0)) return 1.0 + prior_slope_ * double(n - 1);
+    return std::max(1.0, seconds(base + n) / one);
+}
+
 // ---- the speculator --------------------------------------------------------------------------
 
 Speculator::Speculator(const SpecParams& p) : p_(p) {
-    if (p_.max_draft < 1) p_.max_draft = 1;
+    p_.max_draft = std::clamp(p_.max_draft, 1, kMaxDraft);
     if (p_.min_match < 1) p_.min_match = 1;
 }
 
@@ -145,19 +171,49 @@ void Speculator::push(std::span<const TokenId> tokens) {
     }
 }
 
-void Speculator::draft(std::vector<TokenId>& out, size_t room) {
+size_t Speculator::bucket(size_t len) {
+    size_t b = 0;
+    for (size_t top = 2; len > top && b + 1 < kBuckets; top *= 2) ++b;
+    return b;
+}
+
+double Speculator::prior(size_t b) {
+    const double len = double(size_t(2) << b);  // the bucket's longest match (33+: 64)
+    return len / (len + 2.0);
+}
+
+double Speculator::estimate(size_t b) const {
+    return (succ_[b] + prior(b) * kPriorWeight) / (succ_[b] + fail_[b] + kPriorWeight);
+}
+
+void Speculator::draft(std::vector<TokenId>& out, size_t room, const PassCost* cost, size_t base) {
     out.clear();
     if (p_.source == Source::Off || room == 0) return;
     const bool suffix = p_.source == Source::Suffix;
     const Match m = suffix ? suffix_.match() : ngram_.match();
-    if (m.len < size_t(p_.min_match)) return;
     const std::vector<TokenId>& text = suffix ? suffix_.tokens() : ngram_.tokens();
-    // As many tokens as the match is long: a long match predicts a long copy. Halved and more
-    // while recent guesses were mostly refused.
-    size_t k = std::min(m.len, size_t(p_.max_draft));
-    if (rate_ < 0.5) k = std::max<size_t>(1, size_t(double(k) * rate_ * 2.0));
-    k = std::min(k, room);
-    for (size_t j = 1; j <= k && m.end + j < text.size(); ++j) out.push_back(text[m.end + j]);
+    if (m.len < size_t(p_.min_match) || m.end + 1 >= text.size()) return;
+    const size_t limit = std::min({m.len, size_t(p_.max_draft), room, text.size() - 1 - m.end});
+    const size_t b = bucket(m.len);
+    const double p = estimate(b);
+    // The length that maximises expected tokens per unit of cost; 0 (plain decoding) scores 1.
+    size_t best = 0;
+    double best_rate = 1.0, expect = 1.0, pk = 1.0;
+    const PassCost prior_cost;
+    const PassCost& c = cost ? *cost : prior_cost;
+    for (size_t k = 1; k <= limit; ++k) {
+        pk *= p;
+        expect += pk;
+        const double rate = expect / c.relative(k + 1, base);
+        if (rate > best_rate * 1.0001) best = k, best_rate = rate;
+    }
+    if (best == 0) {
+        // Guessing nothing teaches nothing: the refusals are slowly forgotten.
+        fail_[b] *= 0.98;
+        return;
+    }
+    last_bucket_ = b;
+    for (size_t j = 1; j <= best; ++j) out.push_back(text[m.end + j]);
 }
 
 void Speculator::feedback(size_t drafted, size_t accepted) {
@@ -165,7 +221,33 @@ void Speculator::feedback(size_t drafted, size_t accepted) {
     ++stats_.steps;
     stats_.drafted += drafted;
     stats_.accepted += accepted;
-    rate_ = 0.7 * rate_ + 0.3 * double(accepted) / double(drafted);
+    // Each guessed token was a trial given the ones before it were taken: `accepted` successes
+    // and, unless all were taken, one failure.
+    const size_t b = last_bucket_;
+    succ_[b] = 0.9 * succ_[b] + double(accepted);
+    fail_[b] = 0.9 * fail_[b] + (accepted < drafted ? 1.0 : 0.0);
+}
+
+// ---- replay ----------------------------------------------------------------------------------
+
+ReplayResult replay(const SpecParams& p, std::span<const TokenId> prompt, std::span<const TokenId> output, const PassCost* cost) {
+    ReplayResult r;
+    if (output.empty()) return r;
+    Speculator s(p);
+    s.push(prompt);
+    size_t pos = 0;  // output[pos]: the token the model produces next
+    decode(
+        s, output[0], output.size(), cost,
+        [&](TokenId t) {
+            if (pos >= output.size() || output[pos] != t) return false;  // (cannot happen: the oracle chose it)
+            ++pos;
+            return true;
+        },
+        [&](std::span<const TokenId> batch) { r.pass_sizes.push_back(uint32_t(batch.size())); },
+        [&](size_t, TokenId) { return pos < output.size() ? output[pos] : TokenId(-1); }, [](size_t) {});
+    r.tokens = pos > 0 ? pos - 1 : 0;
+    r.stats = s.stats();
+    return r;
 }
 
 }  // namespace celer::spec

@@ -86,9 +86,12 @@ private:
     bool have_prev_[kMaxN + 1] = {};
 };
 
+// A check runs the next token and the guesses in one pass of at most CpuForward::kExactTokens.
+inline constexpr int kMaxDraft = 63;
+
 struct SpecParams {
     Source source = Source::Off;
-    int max_draft = 16;  // tokens guessed at most per step
+    int max_draft = 16;  // tokens guessed at most per step (1 .. kMaxDraft)
     int min_match = 2;   // a shorter match guesses nothing
 };
 
@@ -97,30 +100,67 @@ struct SpecStats {
     uint64_t drafted = 0;   // tokens guessed
     uint64_t accepted = 0;  // of them, taken
     double acceptance() const { return drafted ? double(accepted) / double(drafted) : 0.0; }
-    // Tokens each verification pass produced: those accepted and the model's own after them.
-    double tokens_per_step() const { return steps ? double(accepted + steps) / double(steps) : 0.0; }
+    // Mean guessed tokens taken per pass that carried a guess.
+    double accepted_per_step() const { return steps ? double(accepted) / double(steps) : 0.0; }
+};
+
+// What a pass over n tokens costs against a pass over one, learned from the passes' own times
+// (a moving average per size; sizes not yet seen are interpolated between those seen, or
+// extrapolated at the prior slope). On a bandwidth-bound CPU the weights are read once per pass
+// whatever its size, so the curve starts nearly flat; it steepens where the pass turns
+// compute-bound (many tokens, or a batch of other sequences already in the step).
+class PassCost {
+public:
+    static constexpr size_t kMax = 65;  // sizes tracked: 1 .. kMax - 1
+    void observe(size_t n, double seconds);
+    // Relative cost of n tokens (n >= 1), given the pass already holds `base` tokens of others:
+    // time(base + n) / time(base + 1).
+    double relative(size_t n, size_t base = 0) const;
+    double seconds(size_t n) const;  // estimated time of a pass of n tokens (0 before any pass)
+    void set_prior_slope(double s) { prior_slope_ = s; }
+
+private:
+    double t_[kMax] = {};  // moving average of the time of a pass of n tokens; 0: unseen
+    double prior_slope_ = 0.02;  // relative cost of each token beyond the first, before measuring
 };
 
 // One sequence's guesser: fed every token of the sequence as it becomes part of it, asked for a
-// guess before each step, told how much of it the model took. The guess is as long as the match
-// (at most max_draft) and halves while recent guesses are mostly refused, so a source that does
-// not fit the text costs little.
+// guess before each step, told how much of it the model took.
+//
+// The guess copies what followed the sequence's latest suffix seen before, at most as many tokens
+// as that match is long (a long match predicts a long copy) and max_draft. Its length k is then
+// the one that maximises the expected tokens per unit of time: with p the estimated chance that
+// a guessed token is taken given the ones before it were (learned per match length), a pass
+// yields 1 + p + ... + p^k tokens and costs PassCost::relative(k + 1). Where no k > 0 pays (a
+// source that does not fit the text, a step already compute-bound), nothing is guessed; the
+// counts decay while nothing is guessed, so a source that starts to fit is tried again.
 class Speculator {
 public:
     explicit Speculator(const SpecParams& p);
     bool enabled() const { return p_.source != Source::Off; }
     void push(std::span<const TokenId> tokens);
     void push(TokenId t) { push(std::span(&t, 1)); }
-    // Clears `out` and fills it with up to `room` guessed tokens (none when it has no match).
-    void draft(std::vector<TokenId>& out, size_t room);
+    // Clears `out` and fills it with up to `room` guessed tokens (none when it has no match or a
+    // guess would not pay). `cost`: the pass costs (nullptr: the prior's); `base`: tokens of
+    // other sequences in the same pass.
+    void draft(std::vector<TokenId>& out, size_t room, const PassCost* cost = nullptr, size_t base = 0);
     void feedback(size_t drafted, size_t accepted);
     const SpecStats& stats() const { return stats_; }
 
 private:
+    // p is estimated per length of the match the guess came from (a longer shared context
+    // predicts a longer copy): buckets 1-2, 3-4, 5-8, 9-16, 17-32, 33+, each with decayed counts
+    // of taken and refused guessed tokens and a prior of len / (len + 2) worth two trials.
+    static constexpr size_t kBuckets = 6;
+    static constexpr double kPriorWeight = 2.0;
+    static size_t bucket(size_t match_len);
+    static double prior(size_t bucket);
+    double estimate(size_t bucket) const;
     SpecParams p_;
     SuffixIndex suffix_;
     NgramIndex ngram_;
-    double rate_ = 1.0;  // recent acceptance, an exponential average
+    double succ_[kBuckets] = {}, fail_[kBuckets] = {};
+    size_t last_bucket_ = 0;  // of the latest guess
     SpecStats stats_;
 };
 
@@ -142,5 +182,58 @@ Verdict verify(std::span<const TokenId> draft, Decide&& decide) {
         if (d < 0 || t != d) return {i, t};
     }
 }
+
+// The decoding loop of one sequence with speculation, shared by the engine and the replay
+// harness (bench), so that what is measured is what runs. `next` is the token sampled after the
+// prompt, `budget` the most tokens to produce.
+//   emit(t) -> bool:   t joins the output; false ends the loop (end of generation, the caller)
+//   pass(batch):       runs the model over batch = [token not yet in the cache, guesses...]
+//   choose(i, d):      the model's token after batch[i], d being the guess there (-1: none)
+//   keep(n):           of the last pass, the first n tokens stay in the cache (the rest were
+//                      refused guesses); called only for passes that carried a guess
+template <class Emit, class Pass, class Choose, class Keep>
+void decode(Speculator& s, TokenId next, size_t budget, const PassCost* cost, Emit&& emit, Pass&& pass, Choose&& choose,
+            Keep&& keep) {
+    std::vector<TokenId> draft, batch;
+    size_t left = budget;
+    while (left > 0 && emit(next)) {
+        s.push(next);
+        if (--left == 0) return;
+        // The guesses past the budget would be wasted: at most as many as the tokens still to
+        // come after `next`'s successor.
+        s.draft(draft, left - 1, cost);
+        batch.assign(1, next);
+        batch.insert(batch.end(), draft.begin(), draft.end());
+        pass(std::span<const TokenId>(batch));
+        bool going = true;
+        size_t taken = 0;
+        const Verdict v = verify(draft, [&](size_t i, TokenId d) {
+            const TokenId t = choose(i, d);
+            if (d < 0 || t != d) return t;
+            if (!emit(d)) {
+                going = false;
+                return TokenId(-1);
+            }
+            s.push(d);
+            ++taken;
+            if (--left == 0) going = false;
+            return going ? t : TokenId(-1);
+        });
+        s.feedback(draft.size(), taken);
+        if (!draft.empty()) keep(1 + taken);
+        if (!going) return;
+        next = v.next;
+    }
+}
+
+// The replay harness: how a draft source would have fared had the model produced `output`
+// after `prompt` (an oracle in the model's place), through decode() above.
+struct ReplayResult {
+    size_t tokens = 0;                // produced after the first (which the prompt's pass gives)
+    std::vector<uint32_t> pass_sizes; // tokens in each decode pass
+    SpecStats stats;
+};
+ReplayResult replay(const SpecParams& p, std::span<const TokenId> prompt, std::span<const TokenId> output,
+                    const PassCost* cost = nullptr);
 
 }  // namespace celer::spec

@@ -91,6 +91,11 @@ struct Scheduler::Slot {
     int n_gen = 0;
     bool want_logits = false;  // in the current step
     size_t batch_index = 0;
+    // Speculation: the guesser over prompt and output, this step's [next, guesses...] and
+    // their logits.
+    std::optional<spec::Speculator> spec;
+    std::vector<TokenId> draft, check;
+    std::vector<float> check_logits;
 };
 
 Scheduler::Scheduler(Engine& engine, const SchedulerOptions& opt) : engine_(engine), opt_(opt) {
@@ -225,6 +230,11 @@ bool Scheduler::admit() {
         s.next = -1;
         s.sampler.emplace(g->params_.sampler);
         s.history = g->prompt_;
+        s.spec.reset();
+        if (opt_.spec.source != spec::Source::Off) {
+            s.spec.emplace(opt_.spec);
+            s.spec->push(g->prompt_);
+        }
         s.utf8 = {};
         s.held.clear();
         s.n_gen = 0;
@@ -301,7 +311,12 @@ void Scheduler::step() {
             if (s->gen) s->gen->cancel();
     std::vector<SeqTokens> batch;
     std::vector<Slot*> in_batch;
+    std::vector<uint32_t> n_past_before;
     size_t room = CpuForward::kMaxBatch;
+    size_t n_decoding = 0;
+    for (auto& sp : slots_)
+        if (sp->gen && !sp->gen->cancelled() && sp->next >= 0) ++n_decoding;
+    size_t decode_tokens = 0;  // in the step so far: what a guess's cost is measured beside
     for (auto& sp : slots_) {
         Slot& s = *sp;
         if (!s.gen) continue;
@@ -319,11 +334,32 @@ void Scheduler::step() {
                 release(s, Finish::Length);
                 continue;
             }
-            batch.push_back({&s.cache, std::span(&s.next, 1), true});
+            // Guesses: no more than the tokens the generation may still produce after the next
+            // one's successor, the context, and a fair share of the step.
+            s.draft.clear();
+            if (s.spec) {
+                const size_t left = size_t(std::max(0, s.gen->params_.max_tokens - s.n_gen));
+                const size_t ctx_room = s.cache.n_ctx() - s.cache.n_past();
+                const size_t share = (room - (n_decoding - std::min(n_decoding, in_batch.size() + 1))) / 2;
+                const size_t limit = std::min({left > 0 ? left - 1 : 0, ctx_room > 2 ? ctx_room - 2 : 0, share});
+                s.spec->draft(s.draft, limit, &pass_cost_, n_decoding - 1);
+                if (!s.draft.empty() && !s.cache.reserve(uint32_t(1 + s.draft.size()))) s.draft.clear();
+            }
+            n_past_before.push_back(s.cache.n_past());
+            if (s.draft.empty()) {
+                batch.push_back({&s.cache, std::span(&s.next, 1), true});
+            } else {
+                s.check.assign(1, s.next);
+                s.check.insert(s.check.end(), s.draft.begin(), s.draft.end());
+                s.check_logits.resize(s.check.size() * engine_.model().hp.n_vocab);
+                batch.push_back({&s.cache, std::span(s.check), true, s.check_logits.data()});
+            }
             in_batch.push_back(&s);
-            --room;
+            room -= batch.back().tokens.size();
+            decode_tokens += batch.back().tokens.size();
         }
     }
+    const size_t n_decode_entries = batch.size();
     std::vector<Slot*> prefilling;
     for (auto& sp : slots_)
         if (sp->gen && sp->next < 0) prefilling.push_back(sp.get());
@@ -339,6 +375,7 @@ void Scheduler::step() {
         const bool last = s->prompt_done + n == p.size();
         batch.push_back({&s->cache, std::span(p).subspan(s->prompt_done, n), last && s->gen->params_.max_tokens > 0});
         in_batch.push_back(s);
+        n_past_before.push_back(s->cache.n_past());
         room -= n;
     }
     if (batch.empty()) {
@@ -368,6 +405,7 @@ void Scheduler::step() {
         return;
     }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (batch.size() == n_decode_entries) pass_cost_.observe(decode_tokens, dt);  // decode steps teach the cost of a step's size
     for (Slot* s : in_batch) {
         auto& t = s->next < 0 ? s->gen->prompt_s_ : s->gen->decode_s_;
         t.store(t.load() + dt);
@@ -376,6 +414,14 @@ void Scheduler::step() {
     const size_t n_vocab = engine_.model().hp.n_vocab;
     for (size_t i = 0; i < in_batch.size(); ++i) {
         Slot& s = *in_batch[i];
+        if (batch[i].check_logits) {
+            try {
+                settle_check(s, batch[i].check_logits, n_past_before[i]);
+            } catch (const std::exception& e) {
+                if (s.gen) release(s, Finish::Error, e.what());
+            }
+            continue;
+        }
         const auto fed = batch[i].tokens;
         s.tokens.insert(s.tokens.end(), fed.begin(), fed.end());
         if (s.next < 0) {
@@ -397,7 +443,7 @@ void Scheduler::step() {
     constexpr uint32_t B = KvPool::kBlockTokens;
     for (size_t i = 0; i < in_batch.size(); ++i) {
         const Slot& s = *in_batch[i];
-        if (s.gen && s.cache.n_past() / B > (s.cache.n_past() - batch[i].tokens.size()) / B) tree_->insert(s.tokens, s.cache, false);
+        if (s.gen && s.cache.n_past() / B > n_past_before[i] / B) tree_->insert(s.tokens, s.cache, false);
     }
     publish();
 }
@@ -419,21 +465,58 @@ size_t stop_prefix_tail(const std::string& text, const std::vector<std::string>&
 }  // namespace
 
 void Scheduler::sample(Slot& s, const float* logits) {
+    const std::span<const float> l(logits, engine_.model().hp.n_vocab);
+    take(s, s.sampler->sample(l, s.history), logits, false);
+}
+
+// The model's choice along the guesses (as the engine's spec::decode does): each guess the
+// sampler takes given the ones before (rejection sampling keeps the distribution; greedy takes
+// exactly its maximum), up to the first it refuses or end-of-generation, whose choice instead
+// becomes the next token. The cache keeps the next token and the guesses taken.
+void Scheduler::settle_check(Slot& s, const float* logits, uint32_t n_past_before) {
+    const size_t n_vocab = engine_.model().hp.n_vocab;
+    const Vocab& vocab = engine_.model().vocab;
+    const auto row = [&](size_t i) { return std::span<const float>(logits + i * n_vocab, n_vocab); };
+    size_t taken = 0;
+    TokenId last = -1;
+    spec::verify(s.draft, [&](size_t i, TokenId d) {
+        const TokenId t = s.sampler->sample_given(row(i), s.history, d);
+        if (d >= 0 && t == d && !vocab.is_eog(t)) {
+            s.history.push_back(t);  // the next choice's penalties see it
+            ++taken;
+            return t;
+        }
+        last = t;
+        return TokenId(-2);  // ends the verdict: the choice is in `last`
+    });
+    s.history.resize(s.history.size() - taken);
+    s.spec->feedback(s.draft.size(), taken);
+    stats_.spec_checks++;
+    stats_.spec_drafted += s.draft.size();
+    stats_.spec_accepted += taken;
+    s.cache.truncate(n_past_before + 1 + uint32_t(taken));
+    s.tokens.insert(s.tokens.end(), s.check.begin(), s.check.begin() + long(1 + taken));
+    for (size_t j = 0; j < taken; ++j)
+        if (!take(s, s.draft[j], row(j).data(), true)) return;
+    take(s, last, row(taken).data(), false);
+}
+
+bool Scheduler::take(Slot& s, TokenId t, const float* logits, bool in_cache) {
     Generation& g = *s.gen;
     const size_t n_vocab = engine_.model().hp.n_vocab;
     const Vocab& vocab = engine_.model().vocab;
     const std::span<const float> l(logits, n_vocab);
-    const TokenId t = s.sampler->sample(l, s.history);
     if (s.n_gen == 0) {
         g.ttft_s_.store(std::chrono::duration<double>(std::chrono::steady_clock::now() - g.submitted_).count());
     }
     if (vocab.is_eog(t)) {
         s.next = -1;
         release(s, Finish::Stop);
-        return;
+        return false;
     }
     s.history.push_back(t);
-    s.next = t;
+    if (s.spec) s.spec->push(t);
+    if (!in_cache) s.next = t;
     ++s.n_gen;
     g.generated_.store(size_t(s.n_gen));
     stats_.generated_tokens++;
@@ -470,7 +553,7 @@ void Scheduler::sample(Slot& s, const float* logits) {
         s.held.clear();
         s.utf8 = {};
         release(s, Finish::Stop);
-        return;
+        return false;
     }
     const size_t keep = stops.empty() ? 0 : stop_prefix_tail(s.held, stops);
     std::string out = s.held.substr(0, s.held.size() - keep);
@@ -478,9 +561,13 @@ void Scheduler::sample(Slot& s, const float* logits) {
     if (!out.empty() || lp) g.push(std::move(out), std::move(lp));
     if (s.n_gen >= g.params_.max_tokens) {
         release(s, Finish::Length);
-        return;
+        return false;
     }
-    if (s.cache.n_past() + 1 >= s.cache.n_ctx()) release(s, Finish::Length);
+    if (!in_cache && s.cache.n_past() + 1 >= s.cache.n_ctx()) {
+        release(s, Finish::Length);
+        return false;
+    }
+    return true;
 }
 
 }  // namespace celer::server

@@ -101,6 +101,9 @@ struct SchedulerOptions {
     // KV pool size in bytes. 0: room for every slot's full context at once (and a block each
     // for copy-on-write); whatever running sequences do not use keeps cached prefixes.
     size_t kv_budget = 0;
+    // Speculative decoding of every sequence (engine/speculative.h): guesses from the sequence's
+    // own text, checked in the same step, kept only where the model agrees.
+    spec::SpecParams spec{};
 };
 
 // Counters for /metrics, read without locks.
@@ -111,6 +114,7 @@ struct SchedulerStats {
     std::atomic<uint64_t> aborted_steps{0};  // steps stopped between layers: all their sequences cancelled
     std::atomic<uint64_t> evicted_blocks{0};  // cached blocks freed for new ones
     std::atomic<uint64_t> out_of_kv{0};       // sequences ended (length) or delayed for want of blocks
+    std::atomic<uint64_t> spec_checks{0}, spec_drafted{0}, spec_accepted{0};  // speculation: checks, guessed, taken
     std::atomic<int> active{0}, waiting{0};
     std::atomic<size_t> kv_blocks_used{0}, kv_blocks_cached{0};  // after the last step
 };
@@ -143,6 +147,13 @@ private:
     void step();
     void publish();
     void sample(Slot& s, const float* logits);
+    // Takes token t (chosen from `logits`) into the output: stop strings, logprobs, limits.
+    // in_cache: a guess the model agreed with, already in the cache; else t becomes the next
+    // token to feed. False when the generation ended (the slot is released).
+    bool take(Slot& s, TokenId t, const float* logits, bool in_cache);
+    // After a step that checked the slot's guesses: the verdict, the cache cut back to what was
+    // taken, the tokens emitted.
+    void settle_check(Slot& s, const float* logits, uint32_t n_past_before);
     void release(Slot& s, Finish f, std::string error = {});
 
     Engine& engine_;
@@ -152,6 +163,7 @@ private:
     std::vector<std::unique_ptr<Slot>> slots_;
     SchedulerStats stats_;
     uint64_t clock_ = 0;  // for least-recently-used ties
+    spec::PassCost pass_cost_;  // learned from decode-only steps, by their size in tokens
     std::atomic<bool> cancel_running_{false};
 
     std::mutex mu_;

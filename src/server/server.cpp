@@ -331,6 +331,9 @@ struct Server::Impl {
         counter("celer_prefilled_tokens_total", "Prompt tokens run through the model.", st.prefilled_tokens.load());
         counter("celer_generated_tokens_total", "Tokens generated.", st.generated_tokens.load());
         counter("celer_steps_total", "Batched forward steps.", st.steps.load());
+        counter("celer_spec_checks_total", "Decode steps of a sequence that checked guessed tokens (speculative decoding).", st.spec_checks.load());
+        counter("celer_spec_drafted_tokens_total", "Tokens guessed by speculative decoding.", st.spec_drafted.load());
+        counter("celer_spec_accepted_tokens_total", "Guessed tokens the model agreed with.", st.spec_accepted.load());
         counter("celer_generations_finished_total", "Generations that ended, for any reason.", st.finished.load());
         counter("celer_generations_cancelled_total", "Generations cancelled (client gone, cancel, shutdown).", st.cancelled.load());
         counter("celer_disconnects_total", "Streams whose client went away mid-generation.", disconnects);
