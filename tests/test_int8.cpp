@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "common.h"
 #include "kernels/cpu/kernels.h"
@@ -179,7 +180,8 @@ TEST(Int8, PackableShapes) {
 // tiling of the online softmax. Outputs are convex combinations of values in [-1, 1]. Groups of
 // 1 and 7 query heads (GQA), blocks of 1 and 5 tokens (causal), f32, fp16 and Q8_0 caches (both
 // sides widen the same stored elements), in pages of 64 or 128 rows placed anywhere in memory,
-// normalised and partial (the unnormalised sums, maxima and totals that flash-decoding merges).
+// normalised and partial (the unnormalised sums, maxima and totals that flash-decoding merges),
+// with and without a cap on the keys the later tokens see.
 TEST(Attention, EveryTargetMatchesScalar) {
     const auto& ref = kernels::scalar_kernels();
     using kernels::KvElem;
@@ -190,8 +192,9 @@ TEST(Attention, EveryTargetMatchesScalar) {
                 for (const size_t n_keys : {1u, 63u, 64u, 65u, 300u}) {
                     for (const size_t n_tok : {1u, 5u}) {
                     for (const bool partial : {false, true}) {
+                    for (const size_t cap : {size_t(SIZE_MAX), n_keys + 2}) {
                     for (const KvElem elem : {KvElem::F32, KvElem::F16, KvElem::Q8_0}) {
-                        if (partial && n_tok > 1) continue;
+                        if (cap != SIZE_MAX && n_tok == 1) continue;
                         if (elem == KvElem::Q8_0 && hd % 32) continue;
                         const TensorType tt = elem == KvElem::F32 ? TensorType::F32 : elem == KvElem::F16 ? TensorType::F16 : TensorType::Q8_0;
                         const size_t keys = n_keys + n_tok - 1, rows = n_tok * n_q;
@@ -210,7 +213,7 @@ TEST(Attention, EveryTargetMatchesScalar) {
                             quantize_row(tt, kv.data() + j * 2 * hd + hd, page + (page_rows + j % page_rows) * row, hd);
                         }
                         std::vector<float> out(rows * hd, NAN), want(rows * hd, NAN), scratch(kernels::attn_scratch_floats(rows, hd, hd));
-                        std::vector<float> mx(n_q, NAN), sum(n_q, NAN), mx_ref(n_q, NAN), sum_ref(n_q, NAN);
+                        std::vector<float> mx(rows, NAN), sum(rows, NAN), mx_ref(rows, NAN), sum_ref(rows, NAN);
                         kernels::AttnArgs a{};
                         a.q = q.data(), a.n_q = n_q, a.q_stride = hd;
                         a.pages = pages.data(), a.page_rows = page_rows, a.k_off = 0, a.v_off = page_rows * row;
@@ -218,19 +221,37 @@ TEST(Attention, EveryTargetMatchesScalar) {
                         a.n_keys = n_keys, a.head_dim = a.head_dim_v = hd, a.scale = 0.125f;
                         a.out = want.data(), a.out_stride = hd, a.partial = partial, a.max = mx_ref.data(), a.sum = sum_ref.data();
                         a.scratch = scratch.data(), a.n_tok = n_tok, a.q_tok_stride = a.out_tok_stride = n_q * hd;
+                        a.key_cap = cap;
                         ref.attention(a);
                         a.out = out.data(), a.max = mx.data(), a.sum = sum.data();
                         k.attention(a);
-                        const double tol = partial ? 2e-6 * double(n_keys) : 2e-6;  // unnormalised: sums of n_keys terms
+                        const double tol = partial ? 2e-6 * double(keys) : 2e-6;  // unnormalised: sums of up to `keys` terms
                         for (size_t d = 0; d < rows * hd; ++d)
                             ASSERT_NEAR(out[d], want[d], tol) << name << " heads " << n_q << " head_dim " << hd << " keys " << n_keys
-                                                              << " tokens " << n_tok << " elem " << int(elem) << " at " << d;
+                                                              << " tokens " << n_tok << " cap " << cap << " elem " << int(elem) << " at " << d;
                         if (partial) {
-                            for (size_t h = 0; h < n_q; ++h) {
+                            for (size_t h = 0; h < rows; ++h) {
                                 ASSERT_NEAR(mx[h], mx_ref[h], 2e-6 * (1 + std::fabs(mx_ref[h])));  // a score: a dot of hd terms
-                                ASSERT_NEAR(sum[h], sum_ref[h], 2e-6 * double(n_keys));
+                                ASSERT_NEAR(sum[h], sum_ref[h], 2e-6 * double(keys));
                             }
                         }
+                        // A row's result does not depend on the rows beside it: each token alone,
+                        // with its own key count, gives the same bits (what makes a speculative
+                        // check equal to decoding).
+                        for (size_t t = 0; t < n_tok && n_tok > 1; ++t) {
+                            std::vector<float> one(n_q * hd, NAN), m1(n_q, NAN), s1(n_q, NAN);
+                            kernels::AttnArgs b = a;
+                            b.q = q.data() + t * n_q * hd, b.n_tok = 1, b.n_keys = std::min(n_keys + t, cap), b.key_cap = SIZE_MAX;
+                            b.out = one.data(), b.max = m1.data(), b.sum = s1.data();
+                            k.attention(b);
+                            ASSERT_EQ(std::memcmp(one.data(), out.data() + t * n_q * hd, one.size() * sizeof(float)), 0)
+                                << name << " heads " << n_q << " head_dim " << hd << " keys " << n_keys << " token " << t << " cap " << cap;
+                            if (partial) {
+                                ASSERT_EQ(std::memcmp(m1.data(), mx.data() + t * n_q, n_q * sizeof(float)), 0);
+                                ASSERT_EQ(std::memcmp(s1.data(), sum.data() + t * n_q, n_q * sizeof(float)), 0);
+                            }
+                        }
+                    }
                     }
                     }
                     }

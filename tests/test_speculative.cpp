@@ -402,8 +402,7 @@ TEST(Speculative, ReplayCountsPassesAsDecodingWould) {
 }
 
 // The ground of greedy identity: a check of k tokens gives each token the logits that decoding
-// it alone gives, bit for bit, past the context length where decode attention splits its keys
-// into ranges, wherever the matrix kernels compute a token's row the same way at any token
+// it alone gives, bit for bit, across a boundary of decode attention's key ranges, wherever the matrix kernels compute a token's row the same way at any token
 // count: the scalar target, and the int8 path of avx512vnni (Q8_0, Q4_0, Q5_0 and K-quants:
 // integer dot products, then the same float steps). The float kernels of the other targets and
 // types (F16, BF16, F32, Q4_1, Q5_1; avx2 and avx512) tile several tokens differently from one,
@@ -416,9 +415,10 @@ TEST(Speculative, CheckLogitsAreDecodeLogitsBitForBit) {
                 if (kv == KvType::Q8_0 && type != std::string_view("q8_0")) continue;  // one weight type is enough there
                 const auto model = load_model(test::synth_model("tiny-qwen3", std::string(type)));
                 ThreadPool pool(2);
-                CpuForward fwd(*model, pool, kernels::select_kernels(target), 1024, kv);
+                CpuForward fwd(*model, pool, kernels::select_kernels(target), 2048, kv);
                 std::mt19937 rng(3);
-                std::vector<TokenId> ctx(600), check(9);
+                // The check straddles the first boundary of decode attention's key ranges.
+                std::vector<TokenId> ctx(CpuForward::kSplitKeys - 4), check(9);
                 for (auto& t : ctx) t = TokenId(rng() % model->hp.n_vocab);
                 for (auto& t : check) t = TokenId(rng() % model->hp.n_vocab);
                 std::vector<float> logits, one, all;

@@ -39,10 +39,7 @@ CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKerne
     const size_t widest = std::max<size_t>({hp.n_embd, hp.n_ff, size_t(hp.n_head) * hp.head_dim_v});
     const size_t group = hp.n_head / hp.n_head_kv;
     scratch_.resize(size_t(pool.size()) *
-                    std::max(widest * kernels::kScratchRows, kernels::attn_scratch_floats(kAttnTokens * group, hp.head_dim, hp.head_dim_v)));
-    part_out_.resize(kExactTokens * kMaxSplit * hp.n_head * hp.head_dim_v);
-    part_max_.resize(kExactTokens * kMaxSplit * hp.n_head);
-    part_sum_.resize(part_max_.size());
+                    std::max(widest * kernels::kScratchRows, kernels::attn_scratch_floats(std::max(kAttnTokens, kExactTokens) * group, hp.head_dim, hp.head_dim_v)));
     if (k_.gemm_int8) pack_weights();
 }
 
@@ -231,60 +228,64 @@ void CpuForward::attention(uint32_t il, const Span& s) {
         return;
     }
     // Decode, and the tokens of a speculative check: each token exactly as decode computes it
-    // alone (the same kernel calls on the same key ranges), so that checking guesses in a batch
-    // gives the logits decoding would (greedy text is the same with and without speculation,
-    // bit for bit; the matrix kernels give each token's row the same bits at any token count). Long contexts are split into
-    // key ranges (flash-decoding), by the token's key count alone, never by the thread count.
-    const auto n_split = [&](size_t t) { return std::clamp<size_t>((n_past + t + 1) / kMinSplitKeys, 1, kMaxSplit); };
-    // Key ranges start on block boundaries, where the kernel's pages begin. Each range has at
-    // least kMinSplitKeys (> B) keys, so rounding down leaves none empty.
-    const auto range_start = [&](size_t t, size_t i) {
-        const size_t n_keys = n_past + t + 1, n = n_split(t);
-        return i == n ? n_keys : n_keys * i / n / B * B;
-    };
-    size_t first_task[kExactTokens + 1];
-    first_task[0] = 0;
-    for (size_t t = 0; t < n_tok; ++t) first_task[t + 1] = first_task[t] + hp.n_head_kv * n_split(t);
-    const size_t part_slots = kMaxSplit * hp.n_head;  // per token: (range, head)
-    pool_.run(int(first_task[n_tok]), [&](int task, int thread) {
-        size_t t = 0;
-        while (first_task[t + 1] <= size_t(task)) ++t;
-        const size_t n = n_split(t), k = size_t(task) - first_task[t];
-        const uint32_t kvh = uint32_t(k / n);
-        const size_t i = k % n;
-        kernels::AttnArgs a = args(t, kvh, thread);
-        if (n > 1) {
-            const size_t j0 = range_start(t, i), j1 = range_start(t, i + 1);
-            a.pages += j0 / B;
-            a.n_keys = j1 - j0;
-            const size_t slot = t * part_slots + size_t(kvh) * group + i * hp.n_head;
-            a.out = part_out_.data() + slot * hv;
-            a.partial = true;
-            a.max = part_max_.data() + slot;
-            a.sum = part_sum_.data() + slot;
-        }
+    // alone, so that checking guesses in a batch gives the logits decoding would (greedy text is
+    // the same with and without speculation, bit for bit; the matrix kernels give each token's
+    // row the same bits at any token count, and the attention kernels each row the same bits
+    // whoever shares the call). Keys are split into ranges of a fixed grid (flash-decoding):
+    // every token's ranges are the grid's, so the tokens of a check share each range's reads
+    // and the kernel's work on it, and a token's result cannot depend on its neighbours, the
+    // thread count or the cache length. Ranges are merged per token in order.
+    const size_t n_ranges = (n_past + n_tok + kSplitKeys - 1) / kSplitKeys;
+    const size_t slots = n_ranges * hp.n_head_kv * n_tok * group;  // (range, kv head, token, query head)
+    if (part_max_.size() < slots) {
+        part_out_.resize(slots * hv);
+        part_max_.resize(slots);
+        part_sum_.resize(slots);
+    }
+    const auto slot = [&](size_t r, size_t kvh, size_t t) { return ((r * hp.n_head_kv + kvh) * n_tok + t) * group; };
+    pool_.run(int(n_ranges * hp.n_head_kv), [&](int task, int thread) {
+        // The last ranges (seen by the fewest tokens) are the cheapest; the first go first.
+        const size_t r = size_t(task) / hp.n_head_kv, kvh = size_t(task) % hp.n_head_kv;
+        const size_t j0 = r * kSplitKeys;
+        // Token t sees keys [0, n_past + t + 1): the range concerns tokens from t0 on.
+        const size_t t0 = j0 >= n_past + 1 ? j0 - n_past : 0;
+        kernels::AttnArgs a = args(t0, uint32_t(kvh), thread);
+        a.n_tok = n_tok - t0;
+        a.q_tok_stride = hp.q_dim();
+        a.pages += j0 / B;
+        a.n_keys = n_past + t0 + 1 - j0;
+        a.key_cap = kSplitKeys;
+        const size_t first = slot(r, kvh, t0);
+        a.out = part_out_.data() + first * hv;
+        a.out_stride = hv;
+        a.out_tok_stride = group * hv;
+        a.partial = true;
+        a.max = part_max_.data() + first;
+        a.sum = part_sum_.data() + first;
         k_.attention(a);
     });
-    // Merge: out = sum_i exp(m_i - m) acc_i / sum_i exp(m_i - m) l_i, m the largest maximum.
+    // Merge: out = sum_r exp(m_r - m) acc_r / sum_r exp(m_r - m) l_r, m the largest maximum. The
+    // division is a multiplication by 1 / l, as in the kernel, so that one range gives what a
+    // single call without ranges would.
     for (size_t t = 0; t < n_tok; ++t) {
-        const size_t n = n_split(t);
-        if (n == 1) continue;
-        for (uint32_t h = 0; h < hp.n_head; ++h) {
-            const size_t base = t * part_slots;
-            float m = -INFINITY;
-            for (size_t i = 0; i < n; ++i) m = std::max(m, part_max_[base + i * hp.n_head + h]);
-            float l = 0;
-            float* out = out_rows + t * hp.n_head * hv + size_t(h) * hv;
-            std::fill(out, out + hv, 0.0f);
-            for (size_t i = 0; i < n; ++i) {
-                const size_t slot = base + i * hp.n_head + h;
-                const float w = std::exp(part_max_[slot] - m);
-                l += part_sum_[slot] * w;
-                const float* po = part_out_.data() + slot * hv;
-                for (size_t d = 0; d < hv; ++d) out[d] += po[d] * w;
+        const size_t nr = (n_past + t + 1 + kSplitKeys - 1) / kSplitKeys;  // the ranges token t sees
+        for (uint32_t kvh = 0; kvh < hp.n_head_kv; ++kvh)
+            for (uint32_t qh = 0; qh < group; ++qh) {
+                float m = -INFINITY;
+                for (size_t r = 0; r < nr; ++r) m = std::max(m, part_max_[slot(r, kvh, t) + qh]);
+                float l = 0;
+                float* out = out_rows + t * hp.n_head * hv + (size_t(kvh) * group + qh) * hv;
+                std::fill(out, out + hv, 0.0f);
+                for (size_t r = 0; r < nr; ++r) {
+                    const size_t i = slot(r, kvh, t) + qh;
+                    const float w = std::exp(part_max_[i] - m);
+                    l += part_sum_[i] * w;
+                    const float* po = part_out_.data() + i * hv;
+                    for (size_t d = 0; d < hv; ++d) out[d] += po[d] * w;
+                }
+                const float inv = 1.0f / l;
+                for (size_t d = 0; d < hv; ++d) out[d] *= inv;
             }
-            for (size_t d = 0; d < hv; ++d) out[d] /= l;
-        }
     }
 }
 

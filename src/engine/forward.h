@@ -79,6 +79,11 @@ public:
     size_t int8_weights() const { return packed_.size(); }
 
     static constexpr uint32_t kMaxBatch = 256;
+    // Speculative checks compute each token's attention as decoding it alone would (prefill
+    // shares tiles of keys among tokens instead); at most this many tokens.
+    static constexpr size_t kExactTokens = 64;
+    // Decode attention splits keys into ranges of this fixed grid (flash-decoding).
+    static constexpr size_t kSplitKeys = 1024;
 
 private:
     // A token span of one sequence inside the current step.
@@ -114,14 +119,10 @@ private:
     std::vector<float> x_, xn_, q_, kv_k_, kv_v_, attn_, gate_, up_, out_;  // (kMaxBatch, width)
     std::vector<float> scratch_;                                           // per thread: widest row
     std::vector<float> rope_cos_, rope_sin_;                               // (n_rot / 2) for one position
-    // Decode attention split over key ranges: unnormalised outputs, maxima and sums per
-    // (range, head), merged after the ranges finish.
-    static constexpr size_t kMaxSplit = 16, kMinSplitKeys = 256;
-    // Speculative checks compute each token's attention as decoding it alone would (prefill
-    // shares tiles of keys among tokens instead); at most this many tokens.
-    static constexpr size_t kExactTokens = 64;
     // Prefill attention: tokens per task, sharing each read of a tile of keys and values.
     static constexpr size_t kAttnTokens = 8;
+    // Split attention's unnormalised outputs, maxima and sums per (range, kv head, token, query
+    // head), merged after the ranges finish; grown to the longest context seen.
     std::vector<float> part_out_, part_max_, part_sum_;
 
     // Weights repacked for the int8 path (kernels/cpu/int8.h), by the address of their data, when

@@ -61,6 +61,9 @@ struct AttnArgs {
     float* sum;  // n_q, when partial
     float* scratch;  // attn_scratch_floats(n_tok * n_q, head_dim, head_dim_v), private to the calling thread
     size_t n_tok = 1, q_tok_stride = 0, out_tok_stride = 0;
+    // Token i sees keys [0, min(n_keys + i, key_cap)): a cap lets several tokens share a range of
+    // keys that lies wholly before all of them (split attention over ranges).
+    size_t key_cap = SIZE_MAX;
 };
 inline constexpr size_t kAttnTile = 64;
 inline constexpr size_t kAttnScoreRows = 4;  // rows whose scores of a tile are held at once

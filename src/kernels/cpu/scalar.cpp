@@ -2,6 +2,7 @@
 // every token's activations. Reusing the decoded row across the batch makes prefill cost one
 // decode per row rather than one per row and token.
 #include "kernels/cpu/kernels.h"
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -99,7 +100,8 @@ void attention(const AttnArgs& a) {
         AttnArgs t = a;
         t.q += i * a.q_tok_stride;
         t.out += i * a.out_tok_stride;
-        t.n_keys += i;
+        t.n_keys = std::min(a.n_keys + i, a.key_cap);
+        if (a.partial) t.max += i * a.n_q, t.sum += i * a.n_q;
         attention_one(t);
     }
 }
