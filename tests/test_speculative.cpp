@@ -119,6 +119,15 @@ TEST(Speculative, DraftCopiesWhatFollowedTheMatch) {
     s.push(std::vector<TokenId>{4, 5, 6, 7, 8});
     s.draft(d, 100);
     EXPECT_EQ(d, (std::vector<TokenId>{9, 1, 2, 3, 4}));  // at most max_draft
+    // A repeating pattern: the copy overlaps the present and carries the period on.
+    spec::Speculator run(p);
+    run.push(std::vector<TokenId>{9, 7, 7, 7, 7, 7, 7, 7, 7});
+    run.draft(d, 100);
+    EXPECT_EQ(d, (std::vector<TokenId>{7, 7, 7, 7, 7}));
+    spec::Speculator period(p);
+    period.push(std::vector<TokenId>{9, 1, 2, 3, 1, 2, 3, 1, 2, 3});
+    period.draft(d, 100);
+    EXPECT_EQ(d, (std::vector<TokenId>{1, 2, 3, 1, 2}));
     spec::Speculator none(p);
     none.push(std::vector<TokenId>{1, 2, 3, 4});
     none.draft(d, 100);

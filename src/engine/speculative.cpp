@@ -193,7 +193,7 @@ void Speculator::draft(std::vector<TokenId>& out, size_t room, const PassCost* c
     const Match m = suffix ? suffix_.match() : ngram_.match();
     const std::vector<TokenId>& text = suffix ? suffix_.tokens() : ngram_.tokens();
     if (m.len < size_t(p_.min_match) || m.end + 1 >= text.size()) return;
-    const size_t limit = std::min({m.len, size_t(p_.max_draft), room, text.size() - 1 - m.end});
+    const size_t limit = std::min({m.len, size_t(p_.max_draft), room});
     const size_t b = bucket(m.len);
     const double p = estimate(b);
     // The length that maximises expected tokens per unit of cost; 0 (plain decoding) scores 1.
@@ -213,7 +213,13 @@ void Speculator::draft(std::vector<TokenId>& out, size_t room, const PassCost* c
         return;
     }
     last_bucket_ = b;
-    for (size_t j = 1; j <= best; ++j) out.push_back(text[m.end + j]);
+    // What followed the earlier occurrence; where that runs into the present (a repeating
+    // pattern: the match ends just before the end) the copy continues from its own start, as
+    // LZ77's overlapping copies do, so a period repeats as far as the guess goes.
+    for (size_t j = 1; j <= best; ++j) {
+        const size_t at = m.end + j;
+        out.push_back(at < text.size() ? text[at] : out[at - text.size()]);
+    }
 }
 
 void Speculator::feedback(size_t drafted, size_t accepted) {
