@@ -24,6 +24,7 @@ commands:
   tokenize  -m FILE (TEXT | --file PATH) [--special] [--bos]
             Token ids separated by spaces.
   bench     -m FILE [-t N] [--prompt N] [--gen N] [--depth N] [--reps N] [--kv-type f16|f32|q8_0] [--json]
+            [--verify] [--replay PAIRS_DIR [--spec suffix|ngram] [--draft N]]
             Prefill and decode tok/s, and decode against the measured bandwidth roofline.
   serve     -m FILE [--host H] [--port P] [--api-key K] [-t THREADS] [-np SEQUENCES] [-c CTX]
             [--kv-budget SIZE] [--kv-type f16|q8_0|f32] [--store FILE|none] [--max-tokens N]
