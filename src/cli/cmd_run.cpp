@@ -58,8 +58,12 @@ int cmd_run(Args& a) {
     const long long seed = a.int_or({"--seed", "-s"}, -1, -1, std::numeric_limits<long long>::max());
     sp.seed = seed >= 0 ? uint64_t(seed) : uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()) >> 1;
     spec::SpecParams spec;
-    spec.source = spec::parse_source(a.value_or({"--spec"}, "off"));
-    spec.max_draft = int(a.int_or({"--draft"}, spec.max_draft, 1, 63));
+    const std::string source = a.value_or({"--spec"}, "");
+    spec.max_draft = int(a.int_or({"--draft"}, spec.max_draft, 1, spec::kMaxDraft));
+    eo.draft_model = a.value_or({"--draft-model", "-md"}, "");
+    // A draft model given alone means drafting with it.
+    spec.source = spec::parse_source(!source.empty() ? source : eo.draft_model.empty() ? "off" : "model");
+    if (spec.source == spec::Source::Model && eo.draft_model.empty()) throw Error("--spec model needs --draft-model FILE");
     a.finish();
     if (model.empty()) model = demo_model_path();
 

@@ -16,9 +16,10 @@ commands:
   run       -m FILE -p TEXT [-n N] [--temp T] [--seed S] [-t THREADS] [--top-k K] [--top-p P]
             [--min-p P] [--repeat-penalty R] [--presence-penalty P] [--frequency-penalty F]
             [-c CTX] [--kernels NAME] [--kv-type f16|f32|q8_0] [--file PROMPT_FILE]
-            [--spec off|suffix|ngram] [--draft N]
+            [--spec off|suffix|ngram|model] [--draft N] [--draft-model FILE]
             Generate a continuation; only the generated text goes to stdout. --spec guesses
-            tokens by copying from the text so far and lets the model check them (lossless).
+            tokens by copying from the text so far (or with a small draft model of the same
+            vocabulary) and lets the model check them (lossless).
             Without -m, a small synthetic demo model (random weights) is used.
   info      -m FILE            Architecture, shapes, tensor types, bytes read per token.
   tokenize  -m FILE (TEXT | --file PATH) [--special] [--bos]

@@ -1,5 +1,7 @@
 #include "engine/engine.h"
 
+#include "engine/draft_model.h"
+
 #include <chrono>
 
 #include <fmt/format.h>
@@ -15,6 +17,7 @@ Engine::Engine(const std::string& model_path, const EngineOptions& opt) {
     uint32_t n_ctx = opt.n_ctx ? opt.n_ctx : std::min<uint32_t>(model_->hp.n_ctx_train, 4096);
     if (n_ctx > (1u << 20)) throw Error(fmt::format("context size {} is too large", n_ctx));
     fwd_ = std::make_unique<CpuForward>(*model_, *pool_, *kernels_, n_ctx, opt.kv_type);
+    if (!opt.draft_model.empty()) draft_ = std::make_unique<DraftModel>(opt.draft_model, *model_, *pool_, *kernels_, n_ctx, opt.kv_type);
 }
 
 std::vector<TokenId> Engine::tokenize(std::string_view text, bool add_bos) const {
@@ -37,7 +40,7 @@ GenerateStats Engine::generate(std::span<const TokenId> prompt, int n_predict, c
                                 fwd_->n_ctx()));
     fwd_->reset();
     Sampler sampler(sp);
-    spec::Speculator speculator(spec_params);
+    spec::Speculator speculator(spec_params, draft_.get());
     std::vector<TokenId> history(prompt.begin(), prompt.end());
     speculator.push(prompt);
     std::vector<float> logits;

@@ -22,6 +22,7 @@ struct EngineOptions {
     uint32_t n_ctx = 0;      // 0: the model's training context, at most 4096
     std::string kernels;     // "" / "auto": best target for this CPU
     KvType kv_type = KvType::F16;
+    std::string draft_model;  // a GGUF with the same vocabulary, for speculation from a model
 };
 
 struct GenerateStats {
@@ -59,6 +60,7 @@ private:
     const kernels::CpuKernels* kernels_;
     std::unique_ptr<CpuForward> fwd_;
     spec::PassCost pass_cost_;  // learned from every pass generate() runs
+    std::unique_ptr<spec::ModelDrafter> draft_;
 };
 
 }  // namespace celer

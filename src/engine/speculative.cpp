@@ -12,7 +12,8 @@ Source parse_source(std::string_view s) {
     if (s == "off" || s == "none") return Source::Off;
     if (s == "suffix") return Source::Suffix;
     if (s == "ngram" || s == "lookup") return Source::Ngram;
-    throw Error(fmt::format("unknown speculation source '{}' (off, suffix, ngram)", s));
+    if (s == "model" || s == "draft") return Source::Model;
+    throw Error(fmt::format("unknown speculation source '{}' (off, suffix, ngram, model)", s));
 }
 
 const char* source_name(Source s) {
@@ -20,6 +21,7 @@ const char* source_name(Source s) {
         case Source::Off: return "off";
         case Source::Suffix: return "suffix";
         case Source::Ngram: return "ngram";
+        case Source::Model: return "model";
     }
     return "?";
 }
@@ -159,7 +161,8 @@ double PassCost::relative(size_t n, size_t base) const {
 
 // ---- the speculator --------------------------------------------------------------------------
 
-Speculator::Speculator(const SpecParams& p) : p_(p) {
+Speculator::Speculator(const SpecParams& p, ModelDrafter* drafter) : p_(p), drafter_(drafter) {
+    if (p_.source == Source::Model && !drafter_) throw Error("speculation from a model needs a draft model (--draft-model FILE)");
     p_.max_draft = std::clamp(p_.max_draft, 1, kMaxDraft);
     if (p_.min_match < 1) p_.min_match = 1;
 }
@@ -168,6 +171,7 @@ void Speculator::push(std::span<const TokenId> tokens) {
     for (const TokenId t : tokens) {
         if (p_.source == Source::Suffix) suffix_.push(t);
         else if (p_.source == Source::Ngram) ngram_.push(t);
+        else if (p_.source == Source::Model) text_.push_back(t);
     }
 }
 
@@ -178,6 +182,7 @@ size_t Speculator::bucket(size_t len) {
 }
 
 double Speculator::prior(size_t b) {
+    if (b == kModelBucket) return 0.7;
     const double len = double(size_t(2) << b);  // the bucket's longest match (33+: 64)
     return len / (len + 2.0);
 }
@@ -189,6 +194,29 @@ double Speculator::estimate(size_t b) const {
 void Speculator::draft(std::vector<TokenId>& out, size_t room, const PassCost* cost, size_t base) {
     out.clear();
     if (p_.source == Source::Off || room == 0) return;
+    const PassCost prior_cost;
+    const PassCost& c = cost ? *cost : prior_cost;
+    if (p_.source == Source::Model) {
+        // Each drafted token costs the drafter a pass of its own: the rate counts that too.
+        const double target = c.seconds(base + 1);
+        const double per = target > 0 && drafter_->seconds_per_token() > 0 ? drafter_->seconds_per_token() / target : 0.1;
+        const double p = estimate(kModelBucket);
+        size_t best = 0;
+        double best_rate = 1.0, expect = 1.0, pk = 1.0;
+        for (size_t k = 1; k <= std::min(size_t(p_.max_draft), room); ++k) {
+            pk *= p;
+            expect += pk;
+            const double rate = expect / (c.relative(k + 1, base) + per * double(k));
+            if (rate > best_rate * 1.0001) best = k, best_rate = rate;
+        }
+        if (best == 0) {
+            fail_[kModelBucket] *= 0.98;
+            return;
+        }
+        last_bucket_ = kModelBucket;
+        drafter_->draft(text_, best, out);
+        return;
+    }
     const bool suffix = p_.source == Source::Suffix;
     const Match m = suffix ? suffix_.match() : ngram_.match();
     const std::vector<TokenId>& text = suffix ? suffix_.tokens() : ngram_.tokens();
@@ -199,8 +227,6 @@ void Speculator::draft(std::vector<TokenId>& out, size_t room, const PassCost* c
     // The length that maximises expected tokens per unit of cost; 0 (plain decoding) scores 1.
     size_t best = 0;
     double best_rate = 1.0, expect = 1.0, pk = 1.0;
-    const PassCost prior_cost;
-    const PassCost& c = cost ? *cost : prior_cost;
     for (size_t k = 1; k <= limit; ++k) {
         pk *= p;
         expect += pk;

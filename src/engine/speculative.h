@@ -29,8 +29,8 @@
 
 namespace celer::spec {
 
-enum class Source : uint8_t { Off, Suffix, Ngram };
-Source parse_source(std::string_view s);  // "off", "suffix", "ngram"; throws celer::Error
+enum class Source : uint8_t { Off, Suffix, Ngram, Model };
+Source parse_source(std::string_view s);  // "off", "suffix", "ngram", "model"; throws celer::Error
 const char* source_name(Source s);
 
 // Where the sequence's end occurred before: `len` tokens ending at `end` equal its last `len`
@@ -124,6 +124,18 @@ private:
     double prior_slope_ = 0.02;  // relative cost of each token beyond the first, before measuring
 };
 
+// A guesser that is not a copy: a small model with the target's vocabulary, decoding greedily
+// ahead of it (engine/draft_model.h).
+class ModelDrafter {
+public:
+    virtual ~ModelDrafter() = default;
+    // Clears `out` and fills it with up to k tokens the drafter expects after `text`, fewer where
+    // its own confidence drops.
+    virtual void draft(std::span<const TokenId> text, size_t k, std::vector<TokenId>& out) = 0;
+    // Seconds one drafted token costs (a moving average; 0 before any).
+    virtual double seconds_per_token() const = 0;
+};
+
 // One sequence's guesser: fed every token of the sequence as it becomes part of it, asked for a
 // guess before each step, told how much of it the model took.
 //
@@ -136,7 +148,8 @@ private:
 // counts decay while nothing is guessed, so a source that starts to fit is tried again.
 class Speculator {
 public:
-    explicit Speculator(const SpecParams& p);
+    // `drafter`: the model Source::Model drafts with (required for it, unused otherwise).
+    explicit Speculator(const SpecParams& p, ModelDrafter* drafter = nullptr);
     bool enabled() const { return p_.source != Source::Off; }
     void push(std::span<const TokenId> tokens);
     void push(TokenId t) { push(std::span(&t, 1)); }
@@ -152,6 +165,7 @@ private:
     // predicts a longer copy): buckets 1-2, 3-4, 5-8, 9-16, 17-32, 33+, each with decayed counts
     // of taken and refused guessed tokens and a prior of len / (len + 2) worth two trials.
     static constexpr size_t kBuckets = 6;
+    static constexpr size_t kModelBucket = kBuckets;  // a draft model's guesses: one estimate, prior 0.7
     static constexpr double kPriorWeight = 2.0;
     static size_t bucket(size_t match_len);
     static double prior(size_t bucket);
@@ -159,7 +173,9 @@ private:
     SpecParams p_;
     SuffixIndex suffix_;
     NgramIndex ngram_;
-    double succ_[kBuckets] = {}, fail_[kBuckets] = {};
+    double succ_[kBuckets + 1] = {}, fail_[kBuckets + 1] = {};
+    ModelDrafter* drafter_ = nullptr;
+    std::vector<TokenId> text_;  // the sequence, for a drafter
     size_t last_bucket_ = 0;  // of the latest guess
     SpecStats stats_;
 };
