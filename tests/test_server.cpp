@@ -4,6 +4,7 @@
 // tests/server/openai.test.mjs with the official client.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <thread>
 
 #include <fmt/format.h>
@@ -519,21 +520,29 @@ TEST_F(ServerModel, PrefixReuseAndCancel) {
     EXPECT_THROW(sched.submit(std::make_shared<Generation>(huge, gp)), Error);
 }
 
+// A tiny qwen2-shaped model with the real Qwen2 vocabulary (written once per process).
+std::unique_ptr<Engine> tiny_qwen_with_qwen_vocab() {
+    const auto path = (test::scratch_dir() / "tq-vocab.gguf").string();
+    if (!std::filesystem::exists(path)) {
+        synth::Options o;
+        o.shape = "tiny-qwen2";
+        o.type = "q8_0";
+        o.vocab_from = test::shared_dir() + "/tokenizers/ggml-vocab-qwen2.gguf";
+        synth::write_model(o, path);
+    }
+    EngineOptions eo;
+    eo.n_threads = 1;
+    eo.n_ctx = 8;
+    return std::make_unique<Engine>(path, eo);
+}
+
 // A WebSocket session tokenizes only what follows the last control token its previous prompt
 // shares with the new one; the tokens must equal a full tokenization on every turn, also when
 // the conversation's history changes under it.
 TEST(PromptCache, IncrementalTokenizationIsExact) {
     if (!test::have_shared()) GTEST_SKIP() << "../shared is absent";
-    const auto path = (test::scratch_dir() / "tq-vocab.gguf").string();
-    synth::Options o;
-    o.shape = "tiny-qwen2";
-    o.type = "q8_0";
-    o.vocab_from = test::shared_dir() + "/tokenizers/ggml-vocab-qwen2.gguf";
-    synth::write_model(o, path);
-    EngineOptions eo;
-    eo.n_threads = 1;
-    eo.n_ctx = 8;
-    Engine engine(path, eo);
+    const auto engine_ptr = tiny_qwen_with_qwen_vocab();
+    Engine& engine = *engine_ptr;
     const ModelContext mc(engine, "tq", "");
     PromptCache cache;
     json messages = json::array({{{"role", "system"}, {"content", "You are a coder. Édition «spéciale» 日本語 \t tabs."}}});
@@ -557,16 +566,8 @@ TEST(PromptCache, IncrementalTokenizationIsExact) {
 // computed again): up to where the next prompt's text stops following that output.
 TEST(PromptCache, SplicedOutputKeepsTheModelsTokens) {
     if (!test::have_shared()) GTEST_SKIP() << "../shared is absent";
-    const auto path = (test::scratch_dir() / "tq-vocab.gguf").string();
-    synth::Options o;
-    o.shape = "tiny-qwen2";
-    o.type = "q8_0";
-    o.vocab_from = test::shared_dir() + "/tokenizers/ggml-vocab-qwen2.gguf";
-    synth::write_model(o, path);
-    EngineOptions eo;
-    eo.n_threads = 1;
-    eo.n_ctx = 8;
-    Engine engine(path, eo);
+    const auto engine_ptr = tiny_qwen_with_qwen_vocab();
+    Engine& engine = *engine_ptr;
     const ModelContext mc(engine, "tq", "");
     const Vocab& v = mc.vocab();
     const std::string said = "int a;\n\n  return  b;";

@@ -51,6 +51,17 @@ std::vector<TokenId> random_text(size_t n, int alphabet, uint32_t seed) {
     return t;
 }
 
+// Generates with the engine and returns the text and the run's counts.
+std::pair<std::string, GenerateStats> generate_text(Engine& engine, std::span<const TokenId> prompt, int n, const SamplerParams& sp,
+                                                    const spec::SpecParams& spp = {}) {
+    std::string text;
+    const auto st = engine.generate(prompt, n, sp, [&](std::string_view t) {
+        text += t;
+        return true;
+    }, spp);
+    return {text, st};
+}
+
 }  // namespace
 
 TEST(Speculative, SuffixIndexFindsTheLongestLatestEarlierOccurrence) {
@@ -264,16 +275,9 @@ Pair generate_both(const std::string& path, const std::string& target, KvType kv
         for (int i = 0; i < 24; ++i) phrase.push_back(TokenId(3 + rng() % (V - 3)));
         if (engine.model().vocab.bos() >= 0) prompt.push_back(engine.model().vocab.bos());
         for (int r = 0; r < 3; ++r) prompt.insert(prompt.end(), phrase.begin(), phrase.end() - (r == 2 ? 10 : 0));
-        out = {};
-        const auto plain = engine.generate(prompt, n, sp, [&](std::string_view t) {
-            out.plain += t;
-            return true;
-        });
-        const auto fast = engine.generate(prompt, n, sp, [&](std::string_view t) {
-            out.spec += t;
-            return true;
-        }, spp);
-        out.stats = fast.spec;
+        const auto [plain_text, plain] = generate_text(engine, prompt, n, sp);
+        const auto [spec_text, fast] = generate_text(engine, prompt, n, sp, spp);
+        out = {plain_text, spec_text, fast.spec};
         if (out.spec != out.plain || (plain.n_generated >= size_t(n) / 2 && out.stats.drafted > 0)) break;
     }
     return out;
@@ -330,17 +334,10 @@ TEST(Speculative, StoriesTextUnchangedAndGuessesTaken) {
                 "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a "
                 "big, red ball.";
             const auto prompt = engine.tokenize(story + "\n" + story + "\nOnce upon a time", true);
-            std::string plain, fast;
-            engine.generate(prompt, 120, sp, [&](std::string_view t) {
-                plain += t;
-                return true;
-            });
             spec::SpecParams spp;
             spp.source = spec::Source::Suffix;
-            const auto st = engine.generate(prompt, 120, sp, [&](std::string_view t) {
-                fast += t;
-                return true;
-            }, spp);
+            const auto plain = generate_text(engine, prompt, 120, sp).first;
+            const auto [fast, st] = generate_text(engine, prompt, 120, sp, spp);
             EXPECT_EQ(fast, plain) << target << " " << kv_type_name(kv);
             EXPECT_GT(st.spec.accepted, 10u) << target;
             EXPECT_LT(st.passes, st.n_generated) << target;
@@ -479,25 +476,17 @@ TEST(Speculative, DraftModelChangesNoToken) {
         sp.temperature = 0;
         std::vector<TokenId> prompt = {1};
         for (int i = 0; i < 30; ++i) prompt.push_back(TokenId(3 + (i * 37) % 500));
-        std::string plain, fast;
-        const auto a = engine.generate(prompt, 100, sp, [&](std::string_view t) {
-            plain += t;
-            return true;
-        });
         spec::SpecParams spp;
         spp.source = spec::Source::Model;
-        const auto b = engine.generate(prompt, 100, sp, [&](std::string_view t) {
-            fast += t;
-            return true;
-        }, spp);
+        const auto [plain, a] = generate_text(engine, prompt, 100, sp);
+        const auto [fast, b] = generate_text(engine, prompt, 100, sp, spp);
         EXPECT_EQ(fast, plain) << type;
         EXPECT_EQ(b.n_generated, a.n_generated);
         EXPECT_GT(b.spec.drafted, 0u) << type;
         // Sampling with a drafter runs too (the distribution is the rejection step's, tested above).
         sp.temperature = 0.9f;
         sp.seed = 4;
-        const auto c = engine.generate(prompt, 50, sp, [](std::string_view) { return true; }, spp);
-        EXPECT_GT(c.n_generated, 0u);
+        EXPECT_GT(generate_text(engine, prompt, 50, sp, spp).second.n_generated, 0u);
     }
     if (test::have_shared()) {
         // stories260K's 512 SentencePiece tokens against the synthetic models' own 512.

@@ -101,6 +101,8 @@ struct Scheduler::Slot {
 Scheduler::Scheduler(Engine& engine, const SchedulerOptions& opt) : engine_(engine), opt_(opt) {
     if (opt.n_slots < 1 || opt.n_slots > 256) throw Error(fmt::format("--parallel {}: expected 1 to 256", opt.n_slots));
     if (opt.slot_ctx < 8) throw Error(fmt::format("context size {} is too small", opt.slot_ctx));
+    if (opt.spec.source == spec::Source::Model)
+        throw Error("the server speculates from the text (--spec suffix or ngram); a draft model is `celer run`'s only, for now");
     const size_t per_slot = KvPool::blocks_for(opt.slot_ctx) + 1;
     const size_t block_bytes = engine.forward().make_pool(1)->block_bytes();
     const size_t n_blocks = opt.kv_budget ? opt.kv_budget / block_bytes : per_slot * size_t(opt.n_slots);
