@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <array>
 #include <cstring>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -503,4 +505,54 @@ TEST(Speculative, DraftModelChangesNoToken) {
     spec::SpecParams p;
     p.source = spec::Source::Model;
     EXPECT_THROW(spec::Speculator s(p), Error);
+}
+
+// End to end with sampling: the joint distribution of the first five generated tokens is the same
+// with and without speculation. stories260K at temperature 1 (nothing cut) after a prompt that
+// says a sentence twice, so that guesses are made and often, not always, taken; 3,000 seeded runs
+// each way; a two-sample chi-square over the texts seen (rare ones pooled), at a significance of
+// about 1e-6 (Wilson-Hilferty, z = 4.75).
+TEST(Speculative, SampledTextsKeepTheirDistribution) {
+    if (!test::have_shared()) GTEST_SKIP() << "../shared is absent";
+    EngineOptions eo;
+    eo.n_threads = 1;
+    eo.n_ctx = 64;
+    Engine engine(test::shared_dir() + "/models/stories260K.gguf", eo);
+    const auto prompt = engine.tokenize(
+        "Once upon a time, there was a girl named Lily. Once upon a time, there was a girl named Lily. Once upon a time", true);
+    SamplerParams sp;
+    sp.temperature = 1.0f, sp.top_k = 0, sp.top_p = 1.0f, sp.min_p = 0.0f;
+    spec::SpecParams spp;
+    spp.source = spec::Source::Suffix;
+    spp.adaptive = false;  // guess wherever there is a match, whatever the cost
+    const int runs = 3000;
+    std::map<std::string, std::array<int, 2>> seen;
+    uint64_t accepted = 0, drafted = 0;
+    for (int way = 0; way < 2; ++way)
+        for (int i = 0; i < runs; ++i) {
+            sp.seed = uint64_t(i) * 2 + uint64_t(way);
+            const auto [text, st] = generate_text(engine, prompt, 5, sp, way ? spp : spec::SpecParams{});
+            ++seen[text][size_t(way)];
+            accepted += st.spec.accepted, drafted += st.spec.drafted;
+        }
+    EXPECT_GT(accepted, uint64_t(runs) / 2);  // guesses were taken, often
+    EXPECT_LT(accepted, drafted);         // and sometimes refused
+    double chi2 = 0;
+    int df = -1;
+    std::array<int, 2> pooled = {0, 0};
+    for (const auto& [text, c] : seen) {
+        if (c[0] + c[1] < 20) {
+            pooled[0] += c[0], pooled[1] += c[1];
+            continue;
+        }
+        chi2 += double(c[0] - c[1]) * double(c[0] - c[1]) / double(c[0] + c[1]);
+        ++df;
+    }
+    if (pooled[0] + pooled[1] > 0) {
+        chi2 += double(pooled[0] - pooled[1]) * double(pooled[0] - pooled[1]) / double(pooled[0] + pooled[1]);
+        ++df;
+    }
+    ASSERT_GT(df, 3) << "too few distinct texts to compare";
+    const double k = 2.0 / (9.0 * df), crit = df * std::pow(1.0 - k + 4.75 * std::sqrt(k), 3.0);
+    EXPECT_LT(chi2, crit) << df << " degrees of freedom, " << seen.size() << " texts";
 }

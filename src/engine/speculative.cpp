@@ -209,6 +209,7 @@ void Speculator::draft(std::vector<TokenId>& out, size_t room, const PassCost* c
             const double rate = expect / (c.relative(k + 1, base) + per * double(k));
             if (rate > best_rate * 1.0001) best = k, best_rate = rate;
         }
+        if (!p_.adaptive) best = std::min(size_t(p_.max_draft), room);
         if (best == 0) {
             fail_[kModelBucket] *= 0.98;
             return;
@@ -233,6 +234,7 @@ void Speculator::draft(std::vector<TokenId>& out, size_t room, const PassCost* c
         const double rate = expect / c.relative(k + 1, base);
         if (rate > best_rate * 1.0001) best = k, best_rate = rate;
     }
+    if (!p_.adaptive) best = limit;
     if (best == 0) {
         // Guessing nothing teaches nothing: the refusals are slowly forgotten.
         fail_[b] *= 0.98;

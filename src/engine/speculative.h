@@ -93,6 +93,9 @@ struct SpecParams {
     Source source = Source::Off;
     int max_draft = 16;  // tokens guessed at most per step (1 .. kMaxDraft)
     int min_match = 2;   // a shorter match guesses nothing
+    // false: guess as far as the match (or max_draft) goes, whatever it costs (tests, and
+    // measuring a source without the length policy).
+    bool adaptive = true;
 };
 
 struct SpecStats {
