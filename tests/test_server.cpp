@@ -14,6 +14,7 @@
 #include "server/api.h"
 #include "server/scheduler.h"
 #include "server/store.h"
+#include "server/stream.h"
 #include "tools/synth.h"
 
 namespace celer::server {
@@ -287,6 +288,46 @@ TEST_F(ServerModel, SpeculationChangesNoToken) {
         EXPECT_EQ(run_to_end(*g), solo_text(prompts[0], 7, 512));
         EXPECT_EQ(g->completion_tokens(), 7u);
     }
+}
+
+// OpenAI's Predicted Outputs: the prediction's tokens seed the guesses. A prompt that repeats
+// nothing, given its own greedy answer as the prediction, has most of that answer guessed and
+// taken (counted as accepted prediction tokens), and the text is unchanged. A malformed
+// prediction is a 400.
+TEST_F(ServerModel, PredictionSeedsTheGuesses) {
+    const std::string prompt = "The cat sat";
+    const std::string answer = solo_text(prompt, 60, 512);
+    SchedulerOptions so{.n_slots = 1, .slot_ctx = 512};
+    so.spec.source = spec::Source::Suffix;
+    Scheduler sched(*engine_, so);
+    const auto run = [&](const std::string& prediction) {
+        const json body = {{"prompt", prompt}, {"max_tokens", 60}, {"temperature", 0}, {"prediction", {{"type", "content"}, {"content", prediction}}}};
+        CompletionRequest r = parse_completion(body, *mc_, {});
+        auto g = std::make_shared<Generation>(r.prompt, r.params);
+        sched.submit(g);
+        return std::make_pair(run_to_end(*g), g);
+    };
+    const auto [with, g] = run(answer);
+    EXPECT_EQ(with, answer);
+    EXPECT_GT(g->accepted_guesses(), 40u);
+    const auto [without, h] = run("");
+    EXPECT_EQ(without, answer);
+    EXPECT_LT(h->accepted_guesses(), g->accepted_guesses() / 2) << "the prediction made the difference";
+    const json usage = usage_chat(*g);
+    EXPECT_EQ(usage["completion_tokens_details"]["accepted_prediction_tokens"], g->accepted_guesses());
+    EXPECT_EQ(usage["completion_tokens_details"]["rejected_prediction_tokens"], g->rejected_guesses());
+    for (const char* bad : {R"({"prompt": "a", "prediction": "text"})", R"({"prompt": "a", "prediction": {"type": "other", "content": "x"}})",
+                            R"({"prompt": "a", "prediction": {"type": "content", "content": 5}})",
+                            R"({"messages": [{"role": "user", "content": "a"}], "prediction": {"type": "content"}})"})
+        EXPECT_EQ(status_of([&] {
+                      const json b = json::parse(bad);
+                      if (b.contains("messages")) parse_chat(b, *mc_, {});
+                      else parse_completion(b, *mc_, {});
+                  }),
+                  400)
+            << bad;
+    const json parts = json::parse(R"({"messages": [{"role": "user", "content": "a"}], "prediction": {"type": "content", "content": [{"type": "text", "text": "Once upon"}]}})");
+    EXPECT_EQ(parse_chat(parts, *mc_, {}).params.prediction, engine_->tokenize("Once upon", false));
 }
 
 // A request whose prefix a running sequence already computed shares that sequence's blocks: from

@@ -5,9 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <array>
 #include <cstring>
-#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -184,8 +182,8 @@ TEST(Speculative, VerifyStopsAtTheFirstDisagreement) {
     EXPECT_EQ(all.next, 9);  // the model's token after a fully taken guess
 }
 
-// Rejection sampling keeps the distribution: for each guess d (likely, unlikely, outside the
-// kept set), the token sample_given returns follows exactly what sample() draws from. Checked
+// Checking a guess keeps the distribution: for each guess d (likely, unlikely, outside the kept
+// set), the token sample_given returns follows exactly what sample() draws from. Checked
 // with Pearson's chi-square over the kept tokens at a significance of 1e-6 (critical values
 // for 5 and 3 degrees of freedom: 35.9 and 30.7).
 TEST(Speculative, RejectionSamplingKeepsTheDistribution) {
@@ -427,7 +425,7 @@ TEST(Speculative, CheckLogitsAreDecodeLogitsBitForBit) {
     for (const auto target : kernels::available_targets())
         for (const auto type : synth::type_names())
             for (const KvType kv : {KvType::F32, KvType::F16, KvType::Q8_0}) {
-                if (kv == KvType::Q8_0 && type != std::string_view("q8_0")) continue;  // one weight type is enough there
+                if (kv != KvType::F16 && type != std::string_view("q8_0")) continue;  // one weight type is enough for the others
                 const auto model = load_model(test::synth_model("tiny-qwen3", std::string(type)));
                 ThreadPool pool(2);
                 CpuForward fwd(*model, pool, kernels::select_kernels(target), 2048, kv);
@@ -513,52 +511,34 @@ TEST(Speculative, DraftModelChangesNoToken) {
     EXPECT_THROW(spec::Speculator s(p), Error);
 }
 
-// End to end with sampling: the joint distribution of the first five generated tokens is the same
-// with and without speculation. stories260K at temperature 1 (nothing cut) after a prompt that
-// says a sentence twice, so that guesses are made and often, not always, taken; 3,000 seeded runs
-// each way; a two-sample chi-square over the texts seen (rare ones pooled), at a significance of
-// about 1e-6 (Wilson-Hilferty, z = 4.75).
-TEST(Speculative, SampledTextsKeepTheirDistribution) {
+// End to end with sampling: a seed gives the same text with speculation as without it, bit for
+// bit (the sampler draws one uniform per token whether or not it checks a guess), so the output
+// distribution is unchanged by construction. stories260K at temperature 1 (nothing cut) after a
+// prompt that says a sentence twice, so that guesses are made on every run and often, not
+// always, taken; 300 seeds.
+TEST(Speculative, SampledTextIsTheSameForASeed) {
     if (!test::have_shared()) GTEST_SKIP() << "../shared is absent";
     EngineOptions eo;
     eo.n_threads = 1;
-    eo.n_ctx = 64;
+    eo.n_ctx = 128;
     Engine engine(test::shared_dir() + "/models/stories260K.gguf", eo);
     const auto prompt = engine.tokenize(
         "Once upon a time, there was a girl named Lily. Once upon a time, there was a girl named Lily. Once upon a time", true);
-    SamplerParams sp;
-    sp.temperature = 1.0f, sp.top_k = 0, sp.top_p = 1.0f, sp.min_p = 0.0f;
-    spec::SpecParams spp;
-    spp.source = spec::Source::Suffix;
-    spp.adaptive = false;  // guess wherever there is a match, whatever the cost
-    const int runs = 3000;
-    std::map<std::string, std::array<int, 2>> seen;
-    uint64_t accepted = 0, drafted = 0;
-    for (int way = 0; way < 2; ++way)
-        for (int i = 0; i < runs; ++i) {
-            sp.seed = uint64_t(i) * 2 + uint64_t(way);
-            const auto [text, st] = generate_text(engine, prompt, 5, sp, way ? spp : spec::SpecParams{});
-            ++seen[text][size_t(way)];
+    for (const float top_p : {1.0f, 0.9f}) {
+        SamplerParams sp;
+        sp.temperature = 1.0f, sp.top_k = 0, sp.top_p = top_p, sp.min_p = 0.0f;
+        spec::SpecParams spp;
+        spp.source = spec::Source::Suffix;
+        spp.adaptive = false;  // guess wherever there is a match, whatever the cost
+        uint64_t accepted = 0, drafted = 0;
+        for (uint64_t seed = 1; seed <= 300; ++seed) {
+            sp.seed = seed;
+            const auto plain = generate_text(engine, prompt, 12, sp).first;
+            const auto [fast, st] = generate_text(engine, prompt, 12, sp, spp);
+            ASSERT_EQ(fast, plain) << "seed " << seed << " top_p " << top_p;
             accepted += st.spec.accepted, drafted += st.spec.drafted;
         }
-    EXPECT_GT(accepted, uint64_t(runs) / 2);  // guesses were taken, often
-    EXPECT_LT(accepted, drafted);         // and sometimes refused
-    double chi2 = 0;
-    int df = -1;
-    std::array<int, 2> pooled = {0, 0};
-    for (const auto& [text, c] : seen) {
-        if (c[0] + c[1] < 20) {
-            pooled[0] += c[0], pooled[1] += c[1];
-            continue;
-        }
-        chi2 += double(c[0] - c[1]) * double(c[0] - c[1]) / double(c[0] + c[1]);
-        ++df;
+        EXPECT_GT(accepted, 300u) << top_p;  // guesses were taken, often
+        EXPECT_LT(accepted, drafted) << top_p;  // and sometimes refused
     }
-    if (pooled[0] + pooled[1] > 0) {
-        chi2 += double(pooled[0] - pooled[1]) * double(pooled[0] - pooled[1]) / double(pooled[0] + pooled[1]);
-        ++df;
-    }
-    ASSERT_GT(df, 3) << "too few distinct texts to compare";
-    const double k = 2.0 / (9.0 * df), crit = df * std::pow(1.0 - k + 4.75 * std::sqrt(k), 3.0);
-    EXPECT_LT(chi2, crit) << df << " degrees of freedom, " << seen.size() << " texts";
 }

@@ -84,25 +84,15 @@ TokenId Sampler::sample_given(std::span<const float> logits, std::span<const Tok
     prob_.resize(n);
     float sum = 0;
     for (size_t i = 0; i < n; ++i) sum += (prob_[i] = std::exp((cand_[i].logit - mx) / p_.temperature));
-    if (d >= 0) {
-        size_t at = n;
-        for (size_t i = 0; i < n && at == n; ++i)
-            if (cand_[i].id == d) at = i;
-        if (at < n) {
-            if (uniform() * sum < prob_[at]) return d;
-            sum -= prob_[at];  // refused: the rest, without d
-            prob_[at] = 0;
-        }
-    }
+    // One uniform per token, whether or not a guess is checked: the guess is taken exactly when
+    // this draw lands on it.
+    (void)d;
     float r = uniform() * sum;
-    size_t last = n;
     for (size_t i = 0; i < n; ++i) {
-        if (prob_[i] == 0) continue;
-        last = i;
         r -= prob_[i];
         if (r < 0) return cand_[i].id;
     }
-    return cand_[last == n ? n - 1 : last].id;
+    return cand_[n - 1].id;
 }
 
 }  // namespace celer

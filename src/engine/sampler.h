@@ -29,11 +29,11 @@ public:
     explicit Sampler(const SamplerParams& p);
     // Picks the next token from logits (n_vocab). `history` is every token so far.
     TokenId sample(std::span<const float> logits, std::span<const TokenId> history) { return sample_given(logits, history, -1); }
-    // The same draw, given a guessed token d (speculative decoding; -1: none). Greedy: the
-    // maximum, d or not. Otherwise d is taken with its probability p(d) under the distribution
-    // sample() draws from, and else a token is drawn from that distribution without d,
-    // renormalised; so the result is distributed exactly as sample()'s: p(d) for d, and
-    // (1 - p(d)) p(x) / (1 - p(d)) = p(x) for any other x.
+    // The same draw, for checking a guessed token d (speculative decoding): the guess is taken
+    // when the draw is d. That is exact rejection sampling for a guess that is a single token:
+    // d is taken with probability p(d), and when it is not, the token drawn is distributed as
+    // p without d, renormalised. Because the draw uses one uniform per token either way, a
+    // seed gives the same text with speculation as without it, bit for bit.
     TokenId sample_given(std::span<const float> logits, std::span<const TokenId> history, TokenId d);
 
 private:

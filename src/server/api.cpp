@@ -97,6 +97,16 @@ std::string content_text(const json& c, const std::string& param) {
     return out;
 }
 
+// OpenAI's Predicted Outputs: {"type": "content", "content": text or text parts}, the text the
+// answer is expected to repeat much of (a file being edited). Its tokens seed the speculation.
+std::vector<TokenId> prediction_tokens(const json& body, const ModelContext& m) {
+    const json* p = member(body, "prediction");
+    if (!p || p->is_null()) return {};
+    if (!p->is_object() || str_or(*p, "type") != "content" || !p->contains("content"))
+        bad("prediction", "'prediction' must be {\"type\": \"content\", \"content\": ...}");
+    return m.vocab().encode(content_text((*p)["content"], "prediction.content"));
+}
+
 }  // namespace
 
 json error_body(const std::string& message, const std::string& type, const std::string& param, const std::string& code) {
@@ -331,6 +341,7 @@ ChatRequest parse_chat(const json& body, const ModelContext& m, const Limits& li
     }
     if (const json* n = member(body, "n"); n && !(n->is_number_integer() && n->get<int64_t>() == 1))
         bad("n", "only n = 1 is supported");
+    r.params.prediction = prediction_tokens(body, m);
     return r;
 }
 
@@ -371,6 +382,7 @@ CompletionRequest parse_completion(const json& body, const ModelContext& m, cons
         r.params.logprobs = int(lp->get<int64_t>());
     }
     if (const json* n = member(body, "n"); n && !(n->is_number_integer() && n->get<int64_t>() == 1)) bad("n", "only n = 1 is supported");
+    r.params.prediction = prediction_tokens(body, m);
     return r;
 }
 

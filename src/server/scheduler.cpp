@@ -235,6 +235,7 @@ bool Scheduler::admit() {
         s.spec.reset();
         if (opt_.spec.source != spec::Source::Off) {
             s.spec.emplace(opt_.spec);
+            s.spec->push(g->params_.prediction);  // before the prompt: copied from as an earlier text
             s.spec->push(g->prompt_);
         }
         s.utf8 = {};
@@ -496,6 +497,8 @@ void Scheduler::settle_check(Slot& s, const float* logits, uint32_t n_past_befor
     stats_.spec_checks++;
     stats_.spec_drafted += s.draft.size();
     stats_.spec_accepted += taken;
+    s.gen->spec_accepted_ += taken;
+    s.gen->spec_rejected_ += s.draft.size() - taken;
     s.cache.truncate(n_past_before + 1 + uint32_t(taken));
     s.tokens.insert(s.tokens.end(), s.check.begin(), s.check.begin() + long(1 + taken));
     for (size_t j = 0; j < taken; ++j)

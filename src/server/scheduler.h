@@ -30,6 +30,9 @@ struct GenParams {
     int max_tokens = 256;  // 0: prefill the prompt into a slot and stop (a warm-up)
     std::vector<std::string> stop;  // generation ends before the first of these in the text
     int logprobs = -1;              // -1: none; n >= 0: the chosen token's and the n most likely
+    // Predicted Outputs: tokens the output is expected to repeat much of; speculation copies
+    // from them as from the prompt (no effect with speculation off).
+    std::vector<TokenId> prediction;
 };
 
 enum class Finish { None, Stop, Length, Cancelled, Error };
@@ -65,6 +68,10 @@ public:
     size_t prompt_tokens() const { return prompt_.size(); }
     size_t cached_tokens() const { return cached_.load(); }
     size_t completion_tokens() const { return generated_.load(); }
+    // Speculation: guessed tokens the model took and refused (OpenAI's accepted and rejected
+    // prediction tokens; here every guess counts, from the prediction or the text so far).
+    size_t accepted_guesses() const { return spec_accepted_.load(); }
+    size_t rejected_guesses() const { return spec_rejected_.load(); }
     double ttft_s() const { return ttft_s_.load(); }
     // Wall time of the model steps this generation took part in: prompt chunks and decode steps.
     double prompt_s() const { return prompt_s_.load(); }
@@ -83,7 +90,7 @@ private:
     const GenParams params_;
     std::function<void()> notify_;
     std::atomic<bool> cancelled_{false};
-    std::atomic<size_t> cached_{0}, generated_{0};
+    std::atomic<size_t> cached_{0}, generated_{0}, spec_accepted_{0}, spec_rejected_{0};
     std::atomic<double> ttft_s_{0}, prompt_s_{0}, decode_s_{0};
     std::chrono::steady_clock::time_point submitted_ = std::chrono::steady_clock::now();
 

@@ -87,7 +87,11 @@ json usage_chat(const Generation& g) {
     return {{"prompt_tokens", g.prompt_tokens()},
             {"completion_tokens", g.completion_tokens()},
             {"total_tokens", g.prompt_tokens() + g.completion_tokens()},
-            {"prompt_tokens_details", {{"cached_tokens", g.cached_tokens()}}}};
+            {"prompt_tokens_details", {{"cached_tokens", g.cached_tokens()}}},
+            {"completion_tokens_details",
+             {{"reasoning_tokens", 0},
+              {"accepted_prediction_tokens", g.accepted_guesses()},
+              {"rejected_prediction_tokens", g.rejected_guesses()}}}};
 }
 
 json timings(const Generation& g) {

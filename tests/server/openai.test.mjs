@@ -106,6 +106,20 @@ describe('chat completions', () => {
     }
   });
 
+  // Predicted Outputs: the prediction seeds speculative decoding (on by default); the answer is
+  // unchanged and usage counts the guessed tokens taken and refused.
+  test('prediction: same text, accepted prediction tokens counted', T, async () => {
+    const ask = (extra) => ai.chat.completions.create({ model, messages: storyChat, max_tokens: 40, temperature: 0, ...extra });
+    const plain = await ask({});
+    const text = plain.choices[0].message.content;
+    const predicted = await ask({ prediction: { type: 'content', content: text } });
+    assert.equal(predicted.choices[0].message.content, text);
+    const d = predicted.usage.completion_tokens_details;
+    assert.ok(d.accepted_prediction_tokens > 20, JSON.stringify(predicted.usage));
+    assert.equal(typeof d.rejected_prediction_tokens, 'number');
+    await rejectsWith(() => ask({ prediction: { type: 'content' } }), OpenAI.BadRequestError, 400);
+  });
+
   // Requests running side by side (continuous batching) give what each gives alone.
   test('parallel requests match sequential ones', T, async () => {
     const ask = (content) =>
