@@ -254,6 +254,7 @@ TEST_F(ServerModel, SpeculationChangesNoToken) {
     for (const auto source : {spec::Source::Suffix, spec::Source::Ngram}) {
         SchedulerOptions so{.n_slots = 3, .slot_ctx = 512};
         so.spec.source = source;
+        so.spec.adaptive = false;  // guesses that do not depend on measured timings
         Scheduler sched(*engine_, so);
         std::vector<std::shared_ptr<Generation>> gens;
         for (const auto& p : prompts) {
@@ -299,6 +300,7 @@ TEST_F(ServerModel, PredictionSeedsTheGuesses) {
     const std::string answer = solo_text(prompt, 60, 512);
     SchedulerOptions so{.n_slots = 1, .slot_ctx = 512};
     so.spec.source = spec::Source::Suffix;
+    so.spec.adaptive = false;  // guesses that do not depend on measured timings
     Scheduler sched(*engine_, so);
     const auto run = [&](const std::string& prediction) {
         const json body = {{"prompt", prompt}, {"max_tokens", 60}, {"temperature", 0}, {"prediction", {{"type", "content"}, {"content", prediction}}}};

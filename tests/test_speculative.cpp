@@ -266,6 +266,7 @@ Pair generate_both(const std::string& path, const std::string& target, KvType kv
     sp.temperature = 0;
     spec::SpecParams spp;
     spp.source = source;
+    spp.adaptive = false;  // guesses that do not depend on measured timings
     const uint32_t V = engine.model().hp.n_vocab;
     Pair out;
     for (uint32_t seed = 7; seed < 40; ++seed) {
@@ -342,6 +343,7 @@ TEST(Speculative, StoriesTextUnchangedAndGuessesTaken) {
             const auto prompt = engine.tokenize(story + "\n" + story + "\nOnce upon a time", true);
             spec::SpecParams spp;
             spp.source = spec::Source::Suffix;
+            spp.adaptive = false;  // guesses that do not depend on measured timings
             const auto plain = generate_text(engine, prompt, 120, sp).first;
             const auto [fast, st] = generate_text(engine, prompt, 120, sp, spp);
             EXPECT_EQ(fast, plain) << target << " " << kv_type_name(kv);
@@ -484,6 +486,7 @@ TEST(Speculative, DraftModelChangesNoToken) {
         for (int i = 0; i < 30; ++i) prompt.push_back(TokenId(3 + (i * 37) % 500));
         spec::SpecParams spp;
         spp.source = spec::Source::Model;
+        spp.adaptive = false;  // guesses that do not depend on measured timings
         const auto [plain, a] = generate_text(engine, prompt, 100, sp);
         const auto [fast, b] = generate_text(engine, prompt, 100, sp, spp);
         EXPECT_EQ(fast, plain) << type;

@@ -60,6 +60,7 @@ int cmd_run(Args& a) {
     spec::SpecParams spec;
     const std::string source = a.value_or({"--spec"}, "");
     spec.max_draft = int(a.int_or({"--draft"}, spec.max_draft, 1, spec::kMaxDraft));
+    spec.adaptive = !a.flag({"--draft-fixed"});
     eo.draft_model = a.value_or({"--draft-model", "-md"}, "");
     // A draft model given alone means drafting with it.
     spec.source = spec::parse_source(!source.empty() ? source : eo.draft_model.empty() ? "off" : "model");

@@ -24,6 +24,7 @@ int cmd_serve(Args& a) {
     so.kv_budget = size_t(a.bytes_or({"--kv-budget"}, 0));
     so.spec.source = spec::parse_source(a.value_or({"--spec"}, "suffix"));
     so.spec.max_draft = int(a.int_or({"--draft"}, so.spec.max_draft, 1, spec::kMaxDraft));
+    so.spec.adaptive = !a.flag({"--draft-fixed"});  // guess as far as the match goes, whatever it costs
     server::ServerOptions opt;
     opt.host = a.value_or({"--host"}, opt.host);
     opt.port = uint16_t(a.int_or({"--port"}, opt.port, 0, 65535));

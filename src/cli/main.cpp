@@ -16,7 +16,7 @@ commands:
   run       -m FILE -p TEXT [-n N] [--temp T] [--seed S] [-t THREADS] [--top-k K] [--top-p P]
             [--min-p P] [--repeat-penalty R] [--presence-penalty P] [--frequency-penalty F]
             [-c CTX] [--kernels NAME] [--kv-type f16|f32|q8_0] [--file PROMPT_FILE]
-            [--spec off|suffix|ngram|model] [--draft N] [--draft-model FILE]
+            [--spec off|suffix|ngram|model] [--draft N] [--draft-fixed] [--draft-model FILE]
             Generate a continuation; only the generated text goes to stdout. --spec guesses
             tokens by copying from the text so far (or with a small draft model of the same
             vocabulary) and lets the model check them (lossless).
@@ -29,7 +29,7 @@ commands:
             Prefill and decode tok/s, and decode against the measured bandwidth roofline.
   serve     -m FILE [--host H] [--port P] [--api-key K] [-t THREADS] [-np SEQUENCES] [-c CTX]
             [--kv-budget SIZE] [--kv-type f16|q8_0|f32] [--store FILE|none] [--max-tokens N]
-            [--spec suffix|ngram|off] [--draft N]
+            [--spec suffix|ngram|off] [--draft N] [--draft-fixed]
             OpenAI-compatible server (Chat Completions, Completions, Responses, WebSocket).
   template  -m FILE --messages CONVERSATION.json [--template FILE.jinja] [--no-generation-prompt] [--ids]
             Render a conversation through the model's chat template.

@@ -108,8 +108,12 @@ describe('chat completions', () => {
 
   // Predicted Outputs: the prediction seeds speculative decoding (on by default); the answer is
   // unchanged and usage counts the guessed tokens taken and refused.
+  // (--draft-fixed: guesses as long as the match, whatever the measured costs say, so that the
+  // counts do not depend on timing.)
   test('prediction: same text, accepted prediction tokens counted', T, async () => {
-    const ask = (extra) => ai.chat.completions.create({ model, messages: storyChat, max_tokens: 40, temperature: 0, ...extra });
+    const P = await startServer({ args: ['--draft-fixed'] });
+    const ap = client(P);
+    const ask = (extra) => ap.chat.completions.create({ model, messages: storyChat, max_tokens: 40, temperature: 0, ...extra });
     const plain = await ask({});
     const text = plain.choices[0].message.content;
     const predicted = await ask({ prediction: { type: 'content', content: text } });
@@ -118,6 +122,7 @@ describe('chat completions', () => {
     assert.ok(d.accepted_prediction_tokens > 20, JSON.stringify(predicted.usage));
     assert.equal(typeof d.rejected_prediction_tokens, 'number');
     await rejectsWith(() => ask({ prediction: { type: 'content' } }), OpenAI.BadRequestError, 400);
+    assert.deepEqual(await P.stop(), { code: 0, signal: null });
   });
 
   // Requests running side by side (continuous batching) give what each gives alone.
