@@ -11,9 +11,15 @@ namespace celer::cli {
 
 int cmd_info(Args& a) {
     const auto path = a.value({"-m", "--model"});
+    EngineOptions eo;
+    read_rope_flags(a, eo);
     a.finish();
     if (!path) throw Error("info needs -m FILE");
     const auto m = load_model(*path);
+    if (!eo.rope_scaling.empty() || eo.rope_scale > 0 || eo.yarn_orig_ctx > 0) {
+        const RopeScaling type = eo.rope_scaling.empty() ? m->hp.rope_scaling : parse_rope_scaling(eo.rope_scaling);
+        set_rope_scaling(m->hp, type, eo.rope_scale > 0 ? eo.rope_scale : m->hp.rope_scale, eo.yarn_orig_ctx ? eo.yarn_orig_ctx : m->hp.rope_orig_ctx);
+    }
     const HParams& hp = m->hp;
     const auto& f = m->file;
     fmt::print("file:          {} (GGUF v{}, {:.2f} MiB)\n", f.path(), f.version(), double(f.file_size()) / (1 << 20));
@@ -26,8 +32,13 @@ int cmd_info(Args& a) {
                hp.head_dim);
     fmt::print("feed-forward:  {}\n", hp.n_ff);
     fmt::print("context:       {} (trained)\n", hp.n_ctx_train);
-    fmt::print("rope:          {} layout, base {}, {} dims, linear scale {}\n",
-               hp.rope_layout == RopeLayout::NeoX ? "neox" : "normal", hp.rope_base, hp.n_rot, 1.0 / hp.rope_freq_scale);
+    fmt::print("rope:          {} layout, base {}, {} dims, scaling {}", hp.rope_layout == RopeLayout::NeoX ? "neox" : "normal",
+               hp.rope_base, hp.n_rot, rope_scaling_name(hp.rope_scaling));
+    if (hp.rope_scaling != RopeScaling::None) fmt::print(" x{}", hp.rope_scale);
+    if (hp.rope_scaling == RopeScaling::Yarn)
+        fmt::print(" over {} original positions (context up to {}), attention factor {:.4f}", hp.rope_orig_ctx,
+                   uint64_t(double(hp.rope_orig_ctx) * hp.rope_scale), hp.rope_attn_factor);
+    fmt::print("\n");
     fmt::print("rms eps:       {}\n", hp.rms_eps);
     fmt::print("output:        {}\n", m->tied_output ? "tied to the token embedding" : "separate matrix");
 
@@ -55,6 +66,11 @@ int cmd_info(Args& a) {
     const uint64_t ctx = hp.n_ctx_train;
     fmt::print("KV cache for the trained context of {} tokens: {:.1f} MiB f16{}\n", ctx, double(kv_bytes(KvType::F16) * ctx) / (1 << 20),
                q8 ? fmt::format(", {:.1f} MiB q8_0", double(kv_bytes(KvType::Q8_0) * ctx) / (1 << 20)) : std::string());
+    if (hp.rope_scaling == RopeScaling::Yarn || hp.rope_scaling == RopeScaling::Linear || hp.rope_scaling == RopeScaling::Ntk) {
+        const uint64_t scaled = uint64_t(double(hp.rope_orig_ctx ? hp.rope_orig_ctx : hp.n_ctx_train) * hp.rope_scale);
+        fmt::print("KV cache for the scaled context of {} tokens: {:.1f} MiB f16{}\n", scaled, double(kv_bytes(KvType::F16) * scaled) / (1 << 20),
+                   q8 ? fmt::format(", {:.1f} MiB q8_0", double(kv_bytes(KvType::Q8_0) * scaled) / (1 << 20)) : std::string());
+    }
     return 0;
 }
 

@@ -35,6 +35,12 @@ std::string demo_model_path() {
     return file.string();
 }
 
+void read_rope_flags(Args& a, EngineOptions& eo) {
+    eo.rope_scaling = a.value_or({"--rope-scaling"}, "");
+    eo.rope_scale = a.num_or({"--rope-scale"}, 0, 0, 1024);
+    eo.yarn_orig_ctx = uint32_t(a.int_or({"--yarn-orig-ctx"}, 0, 0, 1 << 24));
+}
+
 int cmd_run(Args& a) {
     std::string model = a.value_or({"-m", "--model"}, "");
     std::string prompt = a.value_or({"-p", "--prompt"}, "");
@@ -45,6 +51,7 @@ int cmd_run(Args& a) {
     eo.n_ctx = uint32_t(a.int_or({"-c", "--ctx-size"}, 0, 0, 1 << 20));
     eo.kernels = a.value_or({"--kernels"}, "");
     eo.kv_type = parse_kv_type(a.value_or({"--kv-type"}, "f16"));
+    read_rope_flags(a, eo);
     SamplerParams sp;
     sp.temperature = float(a.num_or({"--temp"}, sp.temperature, 0, 100));
     sp.top_k = int(a.int_or({"--top-k"}, sp.top_k, 0, 1 << 24));

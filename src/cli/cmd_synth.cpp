@@ -17,6 +17,9 @@ int cmd_synth(Args& a) {
     o.seed = uint64_t(a.int_or({"--seed"}, 1, 0, std::numeric_limits<long long>::max()));
     o.n_threads = int(a.int_or({"-t", "--threads"}, 0, 0, 1024));
     if (const auto l = a.int_or({"--layers"}, 0, 0, 1024)) o.n_layer = uint32_t(l);
+    o.rope_scaling = a.value_or({"--rope-scaling"}, "");
+    o.rope_scale = float(a.num_or({"--rope-scale"}, 1, 1, 1024));
+    o.rope_orig_ctx = uint32_t(a.int_or({"--yarn-orig-ctx"}, 0, 0, 1 << 24));
     const std::string out = a.value_or({"-o", "--output"}, "");
     a.finish();
     if (list) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "cli/args.h"
+#include "engine/engine.h"
 
 namespace celer::cli {
 
@@ -16,5 +17,8 @@ int cmd_serve(Args& a);
 // The model a command should use when -m is not given: a small synthetic demo model, written
 // to the cache directory on first use. Returns its path.
 std::string demo_model_path();
+
+// --rope-scaling none|linear|ntk|yarn, --rope-scale S, --yarn-orig-ctx N into the options.
+void read_rope_flags(Args& a, celer::EngineOptions& eo);
 
 }  // namespace celer::cli

@@ -17,11 +17,13 @@ commands:
             [--min-p P] [--repeat-penalty R] [--presence-penalty P] [--frequency-penalty F]
             [-c CTX] [--kernels NAME] [--kv-type f16|f32|q8_0] [--file PROMPT_FILE]
             [--spec off|suffix|ngram|model] [--draft N] [--draft-fixed] [--draft-model FILE]
+            [--rope-scaling none|linear|ntk|yarn] [--rope-scale S] [--yarn-orig-ctx N]
             Generate a continuation; only the generated text goes to stdout. --spec guesses
             tokens by copying from the text so far (or with a small draft model of the same
             vocabulary) and lets the model check them (lossless).
             Without -m, a small synthetic demo model (random weights) is used.
-  info      -m FILE            Architecture, shapes, tensor types, bytes read per token.
+  info      -m FILE [--rope-scaling yarn --rope-scale S ...]
+            Architecture, shapes, tensor types, bytes read per token, KV cache per context.
   tokenize  -m FILE (TEXT | --file PATH) [--special] [--bos]
             Token ids separated by spaces.
   bench     -m FILE [-t N] [--prompt N] [--gen N] [--depth N] [--reps N] [--kv-type f16|f32|q8_0] [--json]
@@ -29,11 +31,12 @@ commands:
             Prefill and decode tok/s, and decode against the measured bandwidth roofline.
   serve     -m FILE [--host H] [--port P] [--api-key K] [-t THREADS] [-np SEQUENCES] [-c CTX]
             [--kv-budget SIZE] [--kv-type f16|q8_0|f32] [--store FILE|none] [--max-tokens N]
-            [--spec suffix|ngram|off] [--draft N] [--draft-fixed]
+            [--spec suffix|ngram|off] [--draft N] [--draft-fixed] [--rope-scaling ...] [--rope-scale S]
             OpenAI-compatible server (Chat Completions, Completions, Responses, WebSocket).
   template  -m FILE --messages CONVERSATION.json [--template FILE.jinja] [--no-generation-prompt] [--ids]
             Render a conversation through the model's chat template.
   synth     --shape NAME [--type TYPE] [--vocab GGUF|tokenizer.json] [--layers N] [--seed S] -o OUT.gguf
+            [--rope-scaling linear|yarn --rope-scale S [--yarn-orig-ctx N]]
             Write a model with random weights in the shape of a real one.
   help      This text.
 

@@ -23,6 +23,11 @@ struct EngineOptions {
     std::string kernels;     // "" / "auto": best target for this CPU
     KvType kv_type = KvType::F16;
     std::string draft_model;  // a GGUF with the same vocabulary, for speculation from a model
+    // RoPE scaling over the file's: "" keeps it; else none/linear/ntk/yarn with this factor
+    // (0: the file's) and, for yarn, the original context (0: the file's, else the trained one).
+    std::string rope_scaling;
+    double rope_scale = 0;
+    uint32_t yarn_orig_ctx = 0;
 };
 
 struct GenerateStats {

@@ -158,8 +158,8 @@ void CpuForward::rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld) 
         const int pos = pos_[t];
         for (uint32_t i = 0; i < half; ++i) {
             const double theta = rope_theta(hp, m_.rope_freq_factors, pos, i);
-            rope_cos_[i] = float(std::cos(theta));
-            rope_sin_[i] = float(std::sin(theta));
+            rope_cos_[i] = float(std::cos(theta) * hp.rope_attn_factor);
+            rope_sin_[i] = float(std::sin(theta) * hp.rope_attn_factor);
         }
         for (uint32_t h = 0; h < n_heads; ++h) {
             float* head = x + t * ld + size_t(h) * hp.head_dim;

@@ -1,5 +1,8 @@
 #include "model/model.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include <fmt/format.h>
 
 #include "tensor/dequant.h"
@@ -71,10 +74,27 @@ private:
 
         const auto scaling = f_.get_string(a + ".rope.scaling.type");
         const double factor = f_.get_float(a + ".rope.scaling.factor").value_or(f_.get_float(a + ".rope.scale_linear").value_or(1.0));
-        if (scaling && *scaling != "none" && *scaling != "linear")
-            f_.fail(a + ".rope.scaling.type", fmt::format("RoPE scaling '{}' is not supported yet (supported: none, linear)", *scaling));
-        if (!(factor >= 1.0 && factor <= 1024.0)) f_.fail(a + ".rope.scaling.factor", fmt::format("factor {} is outside [1, 1024]", factor));
-        if (!scaling || *scaling == "linear") hp.rope_freq_scale = float(1.0 / factor);
+        RopeScaling type = scaling ? RopeScaling::None : factor != 1.0 ? RopeScaling::Linear : RopeScaling::None;
+        if (scaling) {
+            try {
+                type = parse_rope_scaling(*scaling);
+            } catch (const Error& e) {
+                f_.fail(a + ".rope.scaling.type", e.what());
+            }
+        }
+        const uint32_t orig = opt_u32(a + ".rope.scaling.original_context_length", 0, 0, 1u << 24);
+        try {
+            set_rope_scaling(hp, type, factor, orig);
+        } catch (const Error& e) {
+            f_.fail(a + ".rope.scaling.factor", e.what());
+        }
+        if (type == RopeScaling::Yarn) {
+            hp.yarn_beta_fast = float(f_.get_float(a + ".rope.scaling.yarn_beta_fast").value_or(hp.yarn_beta_fast));
+            hp.yarn_beta_slow = float(f_.get_float(a + ".rope.scaling.yarn_beta_slow").value_or(hp.yarn_beta_slow));
+            if (!(hp.yarn_beta_fast > hp.yarn_beta_slow && hp.yarn_beta_slow > 0))
+                f_.fail(a + ".rope.scaling.yarn_beta_fast", "YaRN needs beta_fast > beta_slow > 0");
+            if (const auto af = f_.get_float(a + ".rope.scaling.attn_factor"); af && *af > 0) hp.rope_attn_factor = float(*af);
+        }
     }
 
     const gguf::TensorInfo& tensor(const std::string& name) {
@@ -160,6 +180,41 @@ std::unique_ptr<Model> load_model(gguf::File file) {
     auto m = std::make_unique<Model>(Model{std::move(file), {}, {}, {}, {}, {}, false, {}, {}});
     Loader(*m).run();
     return m;
+}
+
+RopeScaling parse_rope_scaling(std::string_view s) {
+    if (s == "none") return RopeScaling::None;
+    if (s == "linear") return RopeScaling::Linear;
+    if (s == "ntk" || s == "ntk-aware") return RopeScaling::Ntk;
+    if (s == "yarn") return RopeScaling::Yarn;
+    throw Error(fmt::format("RoPE scaling '{}' is not supported (supported: none, linear, ntk, yarn)", s));
+}
+
+const char* rope_scaling_name(RopeScaling s) {
+    switch (s) {
+        case RopeScaling::None: return "none";
+        case RopeScaling::Linear: return "linear";
+        case RopeScaling::Ntk: return "ntk";
+        case RopeScaling::Yarn: return "yarn";
+    }
+    return "?";
+}
+
+void set_rope_scaling(HParams& hp, RopeScaling type, double factor, uint32_t orig_ctx) {
+    if (!(factor >= 1.0 && factor <= 1024.0)) throw Error(fmt::format("RoPE scaling factor {} is outside [1, 1024]", factor));
+    // Undo an earlier setting (a flag overriding the file).
+    if (hp.rope_scaling == RopeScaling::Ntk) hp.rope_base = float(double(hp.rope_base) / std::pow(double(hp.rope_scale), double(hp.n_rot) / (hp.n_rot - 2.0)));
+    hp.rope_scaling = type == RopeScaling::None ? RopeScaling::None : type;
+    hp.rope_scale = type == RopeScaling::None ? 1.0f : float(factor);
+    hp.rope_freq_scale = type == RopeScaling::Linear ? float(1.0 / factor) : 1.0f;
+    hp.rope_attn_factor = 1.0f;
+    hp.rope_orig_ctx = 0;
+    if (type == RopeScaling::Ntk && hp.n_rot > 2) hp.rope_base = float(double(hp.rope_base) * std::pow(factor, double(hp.n_rot) / (hp.n_rot - 2.0)));
+    if (type == RopeScaling::Yarn) {
+        hp.rope_orig_ctx = orig_ctx ? orig_ctx : hp.n_ctx_train;
+        if (hp.rope_orig_ctx < 2) throw Error(fmt::format("YaRN needs the original context length (got {})", hp.rope_orig_ctx));
+        hp.rope_attn_factor = factor > 1.0 ? float(0.1 * std::log(factor) + 1.0) : 1.0f;
+    }
 }
 
 std::unique_ptr<Model> load_model(const std::string& path) { return load_model(gguf::File::open(path)); }

@@ -15,6 +15,17 @@
 namespace celer {
 
 enum class Arch { Llama, Qwen2, Qwen3 };
+// How positions beyond the trained context are fitted into the rotary frequencies.
+enum class RopeScaling : uint8_t {
+    None,
+    Linear,  // every frequency divided by the factor (position interpolation)
+    Ntk,     // NTK-aware: the base raised to base * s^(d / (d - 2)), low frequencies stretched most
+    Yarn,    // YaRN (arXiv 2309.00071): interpolated below, kept above, a ramp between, and an
+             // attention temperature of 0.1 ln s + 1 on queries and keys (Qwen2.5's 128K setting)
+};
+RopeScaling parse_rope_scaling(std::string_view s);  // "none", "linear", "ntk", "yarn"; throws celer::Error
+const char* rope_scaling_name(RopeScaling s);
+
 enum class RopeLayout {
     Normal,  // rotates adjacent pairs (2i, 2i+1): GGUF's llama layout (Q/K rows pre-permuted)
     NeoX,    // rotates (i, i + n_rot/2): Hugging Face's rotate_half, kept as-is by qwen2/qwen3
@@ -38,6 +49,12 @@ struct HParams {
     float rope_base = 10000.0f;
     float rope_freq_scale = 1.0f;  // 1 / linear scaling factor
     RopeLayout rope_layout = RopeLayout::Normal;
+    RopeScaling rope_scaling = RopeScaling::None;
+    float rope_scale = 1.0f;        // the scaling factor s (linear, ntk, yarn)
+    uint32_t rope_orig_ctx = 0;     // yarn: the context the frequencies were trained for
+    float yarn_beta_fast = 32.0f;   // yarn: dimensions turning more than this often over the
+    float yarn_beta_slow = 1.0f;    // original context keep their frequency; fewer than slow: interpolated
+    float rope_attn_factor = 1.0f;  // multiplies cos and sin (yarn: 0.1 ln s + 1)
 
     uint32_t q_dim() const { return n_head * head_dim; }
     uint32_t kv_dim() const { return n_head_kv * head_dim; }
@@ -45,6 +62,11 @@ struct HParams {
 };
 
 // A 2-D weight (rows x cols, row-major, each row `row_bytes` bytes of `type` blocks).
+// Sets RoPE scaling on hp (and what derives from it: the linear frequency scale, the NTK base,
+// YaRN's attention factor). orig_ctx 0: the trained context. Throws celer::Error on a factor
+// outside [1, 1024] or a YaRN original context below 2.
+void set_rope_scaling(HParams& hp, RopeScaling type, double factor, uint32_t orig_ctx = 0);
+
 struct Weight {
     TensorType type = TensorType::F32;
     uint64_t cols = 0;  // ne[0], the input dimension

@@ -1,5 +1,6 @@
 #include "model/reference.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "tensor/dequant.h"
@@ -24,7 +25,7 @@ void rope(const HParams& hp, const std::vector<float>& ff, int pos, double* head
     const uint32_t half = hp.n_rot / 2;
     for (uint32_t i = 0; i < half; ++i) {
         const double theta = rope_theta(hp, ff, pos, i);
-        const double c = std::cos(theta), s = std::sin(theta);
+        const double c = std::cos(theta) * hp.rope_attn_factor, s = std::sin(theta) * hp.rope_attn_factor;
         const uint32_t a = hp.rope_layout == RopeLayout::Normal ? 2 * i : i;
         const uint32_t b = hp.rope_layout == RopeLayout::Normal ? 2 * i + 1 : i + half;
         const double x0 = head[a], x1 = head[b];
@@ -44,7 +45,25 @@ void head_norm(std::vector<double>& x, uint32_t n_heads, uint32_t hd, const std:
 }  // namespace
 
 double rope_theta(const HParams& hp, const std::vector<float>& freq_factors, int pos, uint32_t i) {
-    double theta = double(hp.rope_freq_scale) * pos * std::pow(double(hp.rope_base), -2.0 * i / double(hp.n_rot));
+    const double d = double(hp.n_rot), base = double(hp.rope_base);
+    double inv = std::pow(base, -2.0 * i / d);  // the unscaled frequency of pair i
+    if (hp.rope_scaling == RopeScaling::Linear) {
+        inv *= double(hp.rope_freq_scale);
+    } else if (hp.rope_scaling == RopeScaling::Yarn) {
+        // Pairs that turn fewer than beta_slow times over the original context are interpolated
+        // (divided by s), more than beta_fast times kept, with a linear ramp over the pair
+        // index between: the pair index where a frequency turns n times over L is
+        // d ln(L / (2 pi n)) / (2 ln base), floored (fast) and ceiled (slow).
+        const double L = double(hp.rope_orig_ctx);
+        const auto dim = [&](double n) { return d * std::log(L / (n * 2.0 * M_PI)) / (2.0 * std::log(base)); };
+        const double low = std::max(0.0, std::floor(dim(hp.yarn_beta_fast)));
+        double high = std::min(d - 1.0, std::ceil(dim(hp.yarn_beta_slow)));
+        if (high == low) high += 0.001;
+        const double ramp = std::clamp((double(i) - low) / (high - low), 0.0, 1.0);
+        const double keep = 1.0 - ramp;  // the share of the original frequency
+        inv = inv / double(hp.rope_scale) * (1.0 - keep) + inv * keep;
+    }
+    double theta = pos * inv;
     if (!freq_factors.empty()) theta /= freq_factors[i];
     return theta;
 }

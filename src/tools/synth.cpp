@@ -199,7 +199,11 @@ void write_model(const Options& opt, const std::string& out_path) {
     w.set_u32(fmt::format("{}.rope.dimension_count", a), s.head_dim);
     w.set_f32(fmt::format("{}.rope.freq_base", a), s.rope_base);
     w.set_f32(fmt::format("{}.attention.layer_norm_rms_epsilon", a), s.rms_eps);
-    if (s.rope_linear != 1.0f) {
+    if (!opt.rope_scaling.empty()) {
+        w.set_string(fmt::format("{}.rope.scaling.type", a), opt.rope_scaling);
+        w.set_f32(fmt::format("{}.rope.scaling.factor", a), opt.rope_scale);
+        if (opt.rope_orig_ctx) w.set_u32(fmt::format("{}.rope.scaling.original_context_length", a), opt.rope_orig_ctx);
+    } else if (s.rope_linear != 1.0f) {
         w.set_string(fmt::format("{}.rope.scaling.type", a), "linear");
         w.set_f32(fmt::format("{}.rope.scaling.factor", a), s.rope_linear);
     }

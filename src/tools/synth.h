@@ -31,6 +31,11 @@ struct Options {
     uint64_t seed = 1;
     int n_threads = 0;
     std::optional<uint32_t> n_layer;  // override, for quick tests
+    // RoPE scaling metadata to write (as a converter writes a model's rope_scaling): "" none,
+    // else linear / yarn with this factor and, for yarn, the original context (0: the shape's).
+    std::string rope_scaling;
+    float rope_scale = 1.0f;
+    uint32_t rope_orig_ctx = 0;
 };
 
 std::vector<std::string_view> type_names();
