@@ -1,1099 +1,157 @@
-#include "server/server.h"
-
-#include "server/stream.h"
-
-#include <array>
-#include <chrono>
-#include <csignal>
-#include <ctime>
-#include <deque>
-#include <list>
-#include <map>
-#include <optional>
-#include <set>
-#include <unordered_map>
-
-#include <boost/asio.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/experimental/channel.hpp>
-#include <boost/beast.hpp>
-#include <boost/beast/websocket.hpp>
-#include <fmt/format.h>
+// celer serve's network layer: connections, request dispatch, the accept loop and stopping.
+// The server's state and HTTP routes are in server_impl.h, the WebSocket mode in websocket.cpp.
+#include "server/server_impl.h"
 
 namespace celer::server {
 
-namespace net = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace ws = beast::websocket;
-using tcp = net::ip::tcp;
-using net::awaitable;
-using net::use_awaitable;
-using Request = http::request<http::string_body>;
-using clock_type = std::chrono::steady_clock;
-
-namespace {
-
-int64_t unix_now() { return int64_t(std::time(nullptr)); }
-
-// A cumulative histogram in Prometheus' shape.
-class Histogram {
-public:
-    explicit Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1) {}
-    void observe(double v) {
-        std::lock_guard lock(mu_);
-        size_t i = 0;
-        while (i < bounds_.size() && v > bounds_[i]) ++i;
-        ++counts_[i];
-        sum_ += v;
-        ++n_;
-    }
-    void write(std::string& out, const char* name, const char* help) const {
-        std::lock_guard lock(mu_);
-        out += fmt::format("# HELP {} {}\n# TYPE {} histogram\n", name, help, name);
-        uint64_t cum = 0;
-        for (size_t i = 0; i < bounds_.size(); ++i) {
-            cum += counts_[i];
-            out += fmt::format("{}_bucket{{le=\"{}\"}} {}\n", name, bounds_[i], cum);
+awaitable<void> Server::Impl::dispatch(beast::tcp_stream& s, const Request& req, std::string& route) {
+    std::string_view target = req.target();
+    if (const size_t q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+    std::string path(target);
+    if (path.starts_with("/v1/")) path.erase(0, 3);  // "/v1/chat/completions" and "/chat/completions" alike
+    const auto method = req.method();
+    route = path;
+    if (path == "/health" && method == http::verb::get) co_return co_await health(s, req);
+    if (!authorized(req)) throw ApiError(401, "Incorrect API key provided.", {}, "invalid_request_error", "invalid_api_key");
+    if (path == "/models" && method == http::verb::get) co_return co_await models(s, req);
+    if (path == "/metrics" && method == http::verb::get) co_return co_await metrics(s, req);
+    if (path == "/chat/completions" && method == http::verb::post) co_return co_await chat(s, req);
+    if (path == "/completions" && method == http::verb::post) co_return co_await completions(s, req);
+    if (path == "/responses" && method == http::verb::post) co_return co_await responses(s, req);
+    if (path.starts_with("/responses/")) {
+        std::string id = path.substr(11);
+        bool cancel = false;
+        if (id.ends_with("/cancel")) {
+            id.resize(id.size() - 7);
+            cancel = true;
         }
-        out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, n_, name, sum_, name, n_);
+        route = cancel ? "/responses/{id}/cancel" : "/responses/{id}";
+        if (!id.empty() && id.find('/') == std::string::npos &&
+            ((cancel && method == http::verb::post) || (!cancel && (method == http::verb::get || method == http::verb::delete_))))
+            co_return co_await response_by_id(s, req, id, cancel);
     }
-
-private:
-    mutable std::mutex mu_;
-    std::vector<double> bounds_;
-    std::vector<uint64_t> counts_;
-    double sum_ = 0;
-    uint64_t n_ = 0;
-};
-
-// Wakes a coroutine on the network thread when the scheduler's thread produced something.
-// The network thread is the only one touching `ready` and the timer.
-struct Waiter {
-    explicit Waiter(net::any_io_executor ex) : timer(ex) {}
-    net::steady_timer timer;
-    bool ready = false;
-};
-
-void hook(Generation& g, const std::shared_ptr<Waiter>& w) {
-    g.on_ready([w, ex = w->timer.get_executor()] {
-        net::post(ex, [w] {
-            w->ready = true;
-            w->timer.cancel();
-        });
-    });
+    route = "other";
+    throw ApiError(404, fmt::format("Unknown request URL: {} {}", std::string(req.method_string()), std::string(req.target())), {},
+                   "invalid_request_error", "unknown_url");
 }
 
-// Waits for the next output; true once the generation has ended and everything was taken.
-awaitable<bool> next_chunk(Generation& g, Waiter& w, Generation::Chunk& c) {
-    for (;;) {
-        w.ready = false;
-        const bool done = g.take(c);
-        if (done || !c.text.empty() || !c.logprobs.empty()) co_return done;
-        w.timer.expires_at(clock_type::time_point::max());
-        boost::system::error_code ec;
-        co_await w.timer.async_wait(net::redirect_error(use_awaitable, ec));
-    }
-}
-
-}  // namespace
-
-struct Server::Impl {
-    Impl(Scheduler& s, const ModelContext& m, ResponseStore& st, const ServerOptions& o)
-        : sched(s), model(m), store(st), opt(o), acceptor(io), signals(io, SIGINT, SIGTERM) {}
-
-    Scheduler& sched;
-    const ModelContext& model;
-    ResponseStore& store;
-    ServerOptions opt;
-    bool stopping = false;
-    int connections = 0;
-    // Every open socket, so that stopping can end the reads of idle keep-alive connections.
-    std::set<tcp::socket*> sockets;
-    struct Registered {
-        std::set<tcp::socket*>& set;
-        tcp::socket* s;
-        Registered(std::set<tcp::socket*>& set_, tcp::socket& sock) : set(set_), s(&sock) { set.insert(s); }
-        ~Registered() { set.erase(s); }
-    };
-    // Responses running now, for GET and cancel by id.
-    std::unordered_map<std::string, std::shared_ptr<Generation>> running;
-
-    // Metrics (network thread, except the histograms).
-    std::map<std::pair<std::string, int>, uint64_t> requests;  // (route, status)
-    uint64_t ws_messages = 0, disconnects = 0, template_rewrites = 0;
-    void note_template_rewrite() {
-        if (template_rewrites++ == 0)
-            fmt::print(stderr,
-                       "serve: the chat template rendered a conversation's earlier turns differently on its next turn; the "
-                       "prefix cache is reused only up to the first change (counted in celer_template_rewrites_total)\n");
-    }
-    Histogram ttft{{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}};
-    Histogram inter_token{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}};
-    Histogram request_seconds{{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300}};
-
-    // Last, so destroyed first: the io_context destroys the coroutine frames still suspended in
-    // it, whose guards touch the members above.
-    net::io_context io{1};
-    tcp::acceptor acceptor;
-    net::signal_set signals;
-
-    // ---- plumbing ----------------------------------------------------------------------------
-
-    void count(const std::string& route, int status) { ++requests[{route, status}]; }
-
-    http::response<http::string_body> make(const Request& req, http::status st, std::string body,
-                                           std::string_view type = "application/json") {
-        http::response<http::string_body> res{st, req.version()};
-        res.set(http::field::server, "celer");
-        res.set(http::field::content_type, type);
-        res.keep_alive(req.keep_alive());
-        res.body() = std::move(body);
-        res.prepare_payload();
-        return res;
-    }
-
-    awaitable<void> send_json(beast::tcp_stream& s, const Request& req, int status, const json& body) {
-        auto res = make(req, http::status(status), dump(body));
-        s.expires_after(std::chrono::seconds(opt.idle_timeout_s));
-        co_await http::async_write(s, res, use_awaitable);
-        s.expires_never();
-    }
-
-    awaitable<void> send_error(beast::tcp_stream& s, const Request& req, const ApiError& e) {
-        co_await send_json(s, req, e.status, error_body(e.what(), e.type, e.param, e.code));
-    }
-
-    bool authorized(const Request& req) const {
-        if (opt.api_key.empty()) return true;
-        const auto h = req[http::field::authorization];
-        return h.size() == opt.api_key.size() + 7 && h.substr(0, 7) == "Bearer " && h.substr(7) == opt.api_key;
-    }
-
-    // SSE over chunked transfer encoding.
-    // Every write has a deadline: a client that stops reading (a zero TCP window) cannot hold
-    // its connection, and its generation, forever.
-    struct Sse {
-        beast::tcp_stream& s;
-        std::chrono::seconds timeout;
-        bool started = false;
-        awaitable<void> start(const Request& req) {
-            s.expires_after(timeout);
-            http::response<http::empty_body> res{http::status::ok, req.version()};
-            res.set(http::field::server, "celer");
-            res.set(http::field::content_type, "text/event-stream");
-            res.set(http::field::cache_control, "no-cache");
-            res.keep_alive(req.keep_alive());
-            res.chunked(true);
-            http::response_serializer<http::empty_body> sr{res};
-            co_await http::async_write_header(s, sr, use_awaitable);
-            started = true;
-        }
-        awaitable<void> data(const std::string& payload, std::string_view event = {}) {
-            std::string frame;
-            if (!event.empty()) frame = fmt::format("event: {}\n", event);
-            frame += "data: ";
-            frame += payload;
-            frame += "\n\n";
-            s.expires_after(timeout);
-            co_await net::async_write(s, http::make_chunk(net::buffer(frame)), use_awaitable);
-        }
-        awaitable<void> end() {
-            s.expires_after(timeout);
-            co_await net::async_write(s, http::make_chunk_last(), use_awaitable);
-            s.expires_never();
-        }
-    };
-
-    // Queues a generation. `param` names the request field a refusal is about.
-    std::shared_ptr<Generation> start(std::vector<TokenId> prompt, GenParams params, const std::shared_ptr<Waiter>& w,
-                                      const char* param) {
-        if (stopping) throw ApiError(503, "the server is shutting down", {}, "server_error", "shutting_down");
-        if (prompt.size() >= sched.slot_ctx())
-            throw ApiError(400,
-                           fmt::format("This model's context holds {} tokens; the request has {} (with room for at least one to "
-                                       "generate). Shorten the input or start the server with a larger --ctx-size.",
-                                       sched.slot_ctx(), prompt.size()),
-                           param, "invalid_request_error", "context_length_exceeded");
-        auto g = std::make_shared<Generation>(std::move(prompt), std::move(params));
-        hook(*g, w);
-        try {
-            sched.submit(g);
-        } catch (const Error& e) {
-            throw ApiError(503, e.what(), {}, "server_error", "server_busy");
-        }
-        return g;
-    }
-
-    // Cancels `g` as soon as the peer closes or resets `sock`, even while nothing is being
-    // written (a long prompt, a request that is not streamed). Waits for readability and peeks:
-    // bytes of a next request are left for the connection to read, and then the watch ends (it
-    // would fire again at once): from there a failed or timed-out write is what notices.
-    struct PeerWatch {
-        bool running = true;  // the generation has not ended: the socket still exists
-        bool gone = false;    // the peer closed
-    };
-    void watch_peer(tcp::socket& sock, const std::shared_ptr<Generation>& g, const std::shared_ptr<PeerWatch>& pw) {
-        sock.async_wait(tcp::socket::wait_read, [this, &sock, g, pw](const boost::system::error_code& ec) {
-            if (ec || !pw->running) return;
-            char c;
-            boost::system::error_code rec;
-            const size_t n = sock.receive(net::buffer(&c, 1), tcp::socket::message_peek, rec);
-            if (rec || n == 0) {
-                g->cancel();
-                pw->gone = true;
-                ++disconnects;
-            }
-        });
-    }
-
-    // Runs a generation to its end, handing each piece of output to `on_chunk`; a peer that
-    // goes away (a failed write, or a close seen by watch_peer) cancels it. Records the latency
-    // histograms.
-    template <typename F>
-    awaitable<void> drive(const std::shared_ptr<Generation>& gp, tcp::socket* sock, Waiter& w, F on_chunk) {
-        Generation& g = *gp;
-        auto last = clock_type::now();
-        bool first = true;
-        auto pw = std::make_shared<PeerWatch>();
-        struct Done {
-            PeerWatch& pw;
-            ~Done() { pw.running = false; }
-        } done_guard{*pw};
-        if (sock) watch_peer(*sock, gp, pw);
-        try {
-            for (;;) {
-                Generation::Chunk c;
-                const bool done = co_await next_chunk(g, w, c);
-                const auto now = clock_type::now();
-                if (!c.text.empty() || !c.logprobs.empty()) {
-                    if (first) ttft.observe(g.ttft_s());
-                    else inter_token.observe(std::chrono::duration<double>(now - last).count());
-                    first = false;
-                    last = now;
-                }
-                co_await on_chunk(c, done);
-                if (done) break;
-            }
-        } catch (...) {
-            g.cancel();
-            if (!pw->gone) ++disconnects;
-            throw;
-        }
-    }
-
-    // Runs `work`, turning what the request got wrong (ApiError, celer::Error, malformed JSON)
-    // into the refusal to answer with; anything else (a broken socket) propagates.
-    template <typename F>
-    static awaitable<std::optional<ApiError>> refusal_of(F work) {
-        try {
-            co_await work();
-        } catch (const ApiError& e) {
-            co_return e;
-        } catch (const Error& e) {
-            co_return ApiError(400, e.what());
-        } catch (const json::exception& e) {
-            co_return ApiError(400, fmt::format("malformed request: {}", e.what()));
-        }
-        co_return std::nullopt;
-    }
-
-    // ---- routes ------------------------------------------------------------------------------
-
-    awaitable<void> health(beast::tcp_stream& s, const Request& req) {
-        const json ok = {{"status", "ok"}};
-        co_await send_json(s, req, 200, ok);
-    }
-
-    awaitable<void> models(beast::tcp_stream& s, const Request& req) {
-        json m = {{"id", model.id()}, {"object", "model"}, {"created", unix_now()}, {"owned_by", "celer"}};
-        json list = {{"object", "list"}, {"data", json::array()}};
-        list["data"].push_back(std::move(m));
-        co_await send_json(s, req, 200, list);
-    }
-
-    awaitable<void> metrics(beast::tcp_stream& s, const Request& req) {
-        const SchedulerStats& st = sched.stats();
-        std::string out;
-        out += "# HELP celer_requests_total HTTP requests by route and status.\n# TYPE celer_requests_total counter\n";
-        for (const auto& [k, v] : requests) out += fmt::format("celer_requests_total{{route=\"{}\",status=\"{}\"}} {}\n", k.first, k.second, v);
-        const auto counter = [&](const char* name, const char* help, uint64_t v) {
-            out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help, name, name, v);
-        };
-        const auto gauge = [&](const char* name, const char* help, double v) {
-            out += fmt::format("# HELP {} {}\n# TYPE {} gauge\n{} {}\n", name, help, name, name, v);
-        };
-        counter("celer_prompt_tokens_total", "Prompt tokens of admitted requests.", st.prompt_tokens.load());
-        counter("celer_cached_tokens_total", "Prompt tokens found in a slot's cache (not prefilled).", st.cached_tokens.load());
-        counter("celer_forked_prefix_tokens_total", "Cached prompt tokens shared from a running sequence's cache.", st.forked_tokens.load());
-        counter("celer_kv_evicted_blocks_total", "Cached KV blocks evicted (least recently used) for new ones.", st.evicted_blocks.load());
-        counter("celer_kv_out_of_blocks_total", "Sequences delayed or ended because the KV budget was spent.", st.out_of_kv.load());
-        counter("celer_prefilled_tokens_total", "Prompt tokens run through the model.", st.prefilled_tokens.load());
-        counter("celer_generated_tokens_total", "Tokens generated.", st.generated_tokens.load());
-        counter("celer_steps_total", "Batched forward steps.", st.steps.load());
-        counter("celer_spec_checks_total", "Decode steps of a sequence that checked guessed tokens (speculative decoding).", st.spec_checks.load());
-        counter("celer_spec_drafted_tokens_total", "Tokens guessed by speculative decoding.", st.spec_drafted.load());
-        counter("celer_spec_accepted_tokens_total", "Guessed tokens the model agreed with.", st.spec_accepted.load());
-        counter("celer_generations_finished_total", "Generations that ended, for any reason.", st.finished.load());
-        counter("celer_generations_cancelled_total", "Generations cancelled (client gone, cancel, shutdown).", st.cancelled.load());
-        counter("celer_disconnects_total", "Streams whose client went away mid-generation.", disconnects);
-        counter("celer_template_rewrites_total", "Turns whose rendered prompt did not extend the previous turn's.", template_rewrites);
-        counter("celer_websocket_messages_total", "WebSocket messages received.", ws_messages);
-        gauge("celer_generations_running", "Generations in a slot now.", double(st.active.load()));
-        gauge("celer_generations_waiting", "Generations queued for a slot.", double(st.waiting.load()));
-        gauge("celer_connections", "Open connections.", connections);
-        gauge("celer_kv_bytes_used", "KV cache bytes holding tokens (running sequences and cached prefixes).", double(sched.kv_bytes_in_use()));
-        gauge("celer_kv_cached_blocks", "KV blocks in the prefix tree.", double(st.kv_blocks_cached.load()));
-        gauge("celer_kv_bytes_total", "KV cache bytes allocated.", double(sched.kv_bytes_total()));
-        ttft.write(out, "celer_time_to_first_token_seconds", "Time from request to first token.");
-        inter_token.write(out, "celer_inter_token_seconds", "Time between streamed tokens.");
-        request_seconds.write(out, "celer_request_seconds", "Time from request to its last byte.");
-        auto res = make(req, http::status::ok, std::move(out), "text/plain; version=0.0.4");
-        co_await http::async_write(s, res, use_awaitable);
-    }
-
-    // Streams payloads as SSE, or collects the output and sends the object (Chat Completions
-    // and Completions alike).
-    template <typename Output>
-    awaitable<void> reply(beast::tcp_stream& s, const Request& req, bool stream, const std::shared_ptr<Generation>& gp, Waiter& w,
-                          Output& out, std::vector<std::string> first) {
-        Generation& g = *gp;
-        if (stream) {
-            Sse sse{s, std::chrono::seconds(opt.idle_timeout_s)};
-            co_await sse.start(req);
-            for (const auto& p : first) co_await sse.data(p);
-            co_await drive(gp, &s.socket(), w, [&](Generation::Chunk& c, bool done) -> awaitable<void> {
-                for (const auto& p : out.add(c)) co_await sse.data(p);
-                if (!done) co_return;
-                for (const auto& p : out.finish_stream(g)) co_await sse.data(p);
-                co_await sse.end();
-            });
-            co_return;
-        }
-        co_await drive(gp, &s.socket(), w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
-            out.add(c);
-            co_return;
-        });
-        if (g.finish() == Finish::Error) throw ApiError(500, g.error(), {}, "server_error");
-        const json obj = out.object(g);
-        co_await send_json(s, req, 200, obj);
-    }
-
-    awaitable<void> chat(beast::tcp_stream& s, const Request& req) {
-        const json body = parse_body(req.body());
-        ChatRequest cr = parse_chat(body, model, opt.limits);
-        ChatOutput out(model.id(), cr.tools, cr.params.logprobs >= 0, cr.include_usage);
-        auto w = std::make_shared<Waiter>(s.get_executor());
-        auto g = start(std::move(cr.prompt), std::move(cr.params), w, "messages");
-        std::vector<std::string> first(1, out.first_chunk());
-        co_await reply(s, req, cr.stream, g, *w, out, std::move(first));
-    }
-
-    awaitable<void> completions(beast::tcp_stream& s, const Request& req) {
-        const json body = parse_body(req.body());
-        CompletionRequest cr = parse_completion(body, model, opt.limits);
-        CompletionOutput out(model.id(), cr.params.logprobs >= 0, cr.include_usage, cr.echo ? cr.prompt_text : std::string());
-        auto w = std::make_shared<Waiter>(s.get_executor());
-        auto g = start(std::move(cr.prompt), std::move(cr.params), w, "prompt");
-        co_await reply(s, req, cr.stream, g, *w, out, out.start());
-    }
-
-    // ---- Responses ---------------------------------------------------------------------------
-
-    // Responses one WebSocket connection made with store=false: its later turns may continue
-    // from them; nothing reaches the disk.
-    // The most recently used kLocalResponses are kept.
-    struct LocalResponses {
-        static constexpr size_t kLocalResponses = 64;
-        std::list<std::pair<std::string, json>> items;  // (id, context), most recent first
-        void put(const std::string& id, json context) {
-            items.emplace_front(id, std::move(context));
-            if (items.size() > kLocalResponses) items.pop_back();
-        }
-        const json* get(const std::string& id) {
-            for (auto it = items.begin(); it != items.end(); ++it)
-                if (it->first == id) {
-                    items.splice(items.begin(), items, it);
-                    return &items.front().second;
-                }
-            return nullptr;
-        }
-    };
-
-    // One WebSocket lane's prompt: what it rendered last and the model's tokens after it, so
-    // that its next turn tokenizes only the new text and keeps the tokens the model produced.
-    struct Session {
-        PromptCache prompt;
-        std::string prompt_of;  // the response that prompt was for
-    };
-
-    struct ResponseJob {
-        std::string id;
-        json response;  // the object, updated as it runs
-        json context;   // every item through this turn's input
-        bool store = true;
-        bool stream = false;
-        bool tools = false;
-        std::vector<TokenId> prompt;
-        GenParams params;
-        std::shared_ptr<Waiter> w;
-        std::shared_ptr<Generation> g;  // once begun
-        json body;                   // the request (WebSocket only: a steered successor inherits it)
-        const bool* steered = nullptr;  // set when a cancel that ends it was a steer
-    };
-
-    // Queues the job's generation; refusals (context too long, queue full) throw before any
-    // byte of the answer is sent.
-    void begin(ResponseJob& job, net::any_io_executor ex) {
-        job.w = std::make_shared<Waiter>(ex);
-        job.g = start(std::move(job.prompt), std::move(job.params), job.w, "input");
-    }
-
-    ResponseJob prepare_response(const json& body, LocalResponses* local, Session* session = nullptr) {
-        ResponseJob job;
-        ResponsesRequest rr = parse_responses(body, opt.limits);
-        json context = json::array();
-        const std::string& prev = rr.previous_response_id;
-        if (!prev.empty()) {
-            if (const json* c = local ? local->get(prev) : nullptr) {
-                context = *c;
-            } else if (auto rec = store.get(prev)) {
-                try {
-                    context = json::parse(rec->context);
-                } catch (const json::exception&) {
-                    throw ApiError(500, fmt::format("stored response '{}' is damaged", prev), "previous_response_id", "server_error");
-                }
-            } else {
-                throw ApiError(404, fmt::format("Previous response with id '{}' not found.", prev), "previous_response_id",
-                               "invalid_request_error", "previous_response_not_found");
-            }
-        }
-        for (auto& it : rr.input) context.push_back(it);
-        const std::string& instructions = rr.instructions;
-        const json messages = items_to_messages(context, instructions);
-        job.tools = !rr.tools.empty();
-        job.prompt = model.chat_prompt(messages, rr.tools, session ? &session->prompt : nullptr);
-        job.id = random_id("resp_");
-        if (session) {
-            // A turn continuing the lane's last response should render as that prompt plus
-            // what followed; a template that rewrites history breaks the prefix there.
-            if (!prev.empty() && prev == session->prompt_of && !session->prompt.extended) note_template_rewrite();
-            session->prompt_of = job.id;
-            job.body = body;
-        }
-        job.params = std::move(rr.params);
-        job.store = rr.store;
-        job.stream = rr.stream;
-        // generate: false (WebSocket warm-up): the input is prefilled and remembered, nothing is
-        // generated, and the response completes with no output.
-        if (!rr.generate) job.params.max_tokens = 0;
-        job.context = std::move(context);
-        json r;
-        r["id"] = job.id;
-        r["object"] = "response";
-        r["created_at"] = unix_now();
-        r["status"] = "in_progress";
-        r["error"] = nullptr;
-        r["incomplete_details"] = nullptr;
-        r["instructions"] = instructions.empty() ? json(nullptr) : json(instructions);
-        r["max_output_tokens"] = body.value("max_output_tokens", json(nullptr));
-        r["model"] = model.id();
-        r["output"] = json::array();
-        r["parallel_tool_calls"] = body.value("parallel_tool_calls", json(true));
-        r["previous_response_id"] = prev.empty() ? json(nullptr) : json(prev);
-        r["store"] = job.store;
-        r["temperature"] = job.params.sampler.temperature;
-        r["text"] = body.value("text", json{{"format", {{"type", "text"}}}});
-        r["tool_choice"] = body.value("tool_choice", json("auto"));
-        r["tools"] = body.value("tools", json::array());
-        r["top_p"] = job.params.sampler.top_p;
-        r["truncation"] = "disabled";
-        r["usage"] = nullptr;
-        r["metadata"] = body.value("metadata", json::object());
-        job.response = std::move(r);
-        return job;
-    }
-
-    // Runs a response, sending its events through `emit` (SSE or WebSocket). The final object
-    // is in job.response when it returns; the conversation through it is remembered (`local`,
-    // and the store when asked).
-    template <typename Emit>
-    awaitable<void> run_response(ResponseJob& job, tcp::socket* sock, LocalResponses* local, Session* session, Emit emit) {
-        Generation& g = *job.g;
-        running[job.id] = job.g;
-        struct Erase {
-            Impl* self;
-            std::string id;
-            ~Erase() { self->running.erase(id); }
-        } erase{this, job.id};
-
-        ResponseOutput out(std::move(job.response), job.tools);
-        for (const json& e : out.start()) co_await emit(e);
-        co_await drive(job.g, sock, *job.w, [&](Generation::Chunk& c, bool) -> awaitable<void> {
-            for (const json& e : out.add(c)) co_await emit(e);
-        });
-        if (job.steered && *job.steered) out.set_steered();
-        const std::vector<json> last = out.finish(g);
-        job.response = out.response();
-        // The lane's next turn continues from the model's own tokens.
-        if (session && session->prompt_of == job.id && g.finish() != Finish::Error) model.splice_output(session->prompt, g.output_tokens());
-        json context = std::move(job.context);
-        for (const auto& it : out.output()) context.push_back(it);
-        if (local) local->put(job.id, context);
-        if (job.store) {
-            try {
-                store.put(job.id, {dump(job.response), dump(context)});
-            } catch (const Error& e) {
-                fmt::print(stderr, "serve: {}\n", e.what());
-            }
-        }
-        for (const json& e : last) co_await emit(e);
-    }
-
-    awaitable<void> responses(beast::tcp_stream& s, const Request& req) {
-        const json body = parse_body(req.body());
-        ResponseJob job = prepare_response(body, nullptr);
-        begin(job, s.get_executor());
-        if (job.stream) {
-            Sse sse{s, std::chrono::seconds(opt.idle_timeout_s)};
-            co_await sse.start(req);
-            co_await run_response(job, &s.socket(), nullptr, nullptr, [&](const json& e) -> awaitable<void> {
-                const std::string& type = e["type"].get_ref<const std::string&>();
-                co_await sse.data(dump(e), type);
-            });
-            co_await sse.end();
-            co_return;
-        }
-        co_await run_response(job, &s.socket(), nullptr, nullptr, [](const json&) -> awaitable<void> { co_return; });
-        co_await send_json(s, req, 200, job.response);
-    }
-
-    awaitable<void> response_by_id(beast::tcp_stream& s, const Request& req, std::string id, bool cancel) {
-        if (auto it = running.find(id); it != running.end()) {
-            if (cancel && !it->second->cancel())
-                throw ApiError(400, fmt::format("Response '{}' has already finished and cannot be cancelled.", id), "response_id");
-            const json r = {{"id", id}, {"object", "response"}, {"status", cancel ? "cancelled" : "in_progress"}};
-            co_await send_json(s, req, 200, r);
-            co_return;
-        }
-        if (req.method() == http::verb::delete_) {
-            if (!store.erase(id)) throw ApiError(404, fmt::format("No response found with id '{}'.", id), "response_id");
-            const json r = {{"id", id}, {"object", "response"}, {"deleted", true}};
-            co_await send_json(s, req, 200, r);
-            co_return;
-        }
-        auto rec = store.get(id);
-        if (!rec) throw ApiError(404, fmt::format("No response found with id '{}'.", id), "response_id");
-        if (cancel) throw ApiError(400, fmt::format("Response '{}' has already finished and cannot be cancelled.", id), "response_id");
-        co_await send_json(s, req, 200, json::parse(rec->response));
-    }
-
-    // ---- WebSocket mode ------------------------------------------------------------------------
-    //
-    // Each text message is a client event: `response.create` (the fields of POST /v1/responses,
-    // plus an optional `stream_id`), `response.steer`, or celer's `response.cancel`. A
-    // `stream_id` names a lane: a lane runs its responses one at a time, in order; lanes run at
-    // once, batched by the scheduler, and their events (which echo the stream_id) interleave.
-    // A reader takes every message the moment it arrives, so that a cancel or a steer reaches
-    // the running response at once; a writer is the only one that writes.
-
-    static constexpr size_t kMaxLanes = 64;  // per connection; idle ones are forgotten first
-    static constexpr size_t kSessionsKept = 8;  // recent responses' prompts kept for forks
-
-    struct Steer {
-        std::string id;
-        json input;     // message items
-        json original;  // as the client sent it, to hand back if it cannot be committed
-    };
-
-    // What a runner takes from its lane's queue.
-    struct LaneMessage {
-        json body;              // the parsed event; discarded when `text` could not be parsed
-        std::string text;       // the raw message, kept only when it was malformed
-        std::vector<Steer> steers;  // the steering input a successor carries (refused: returned)
-    };
-
-    struct Lane {
-        std::string stream_id;
-        std::deque<LaneMessage> queue;
-        bool busy = false;  // a runner is working through the queue
-        std::shared_ptr<Generation> running;
-        std::string running_id, last_id;
-        std::vector<Steer> steers;  // accepted for the running response
-        bool steered = false;       // a steer stopped the running response
-        Session session;
-        uint64_t used = 0;
-    };
-
-    static json error_event(const ApiError& err) {
-        return {{"type", "error"}, {"code", err.code.empty() ? json(nullptr) : json(err.code)}, {"message", err.what()},
-                {"param", err.param.empty() ? json(nullptr) : json(err.param)}, {"sequence_number", 0},
-                {"status", err.status}, {"error", error_body(err.what(), err.type, err.param, err.code)["error"]}};
-    }
-
-    static json steer_failed(const std::string& steer_id, const std::string& target, const json& input, const char* code, const std::string& msg) {
-        json steer = {{"previous_response_id", target}, {"input", input}};
-        if (!steer_id.empty()) steer["id"] = steer_id;
-        return {{"type", "response.steer.failed"}, {"sequence_number", 0}, {"steer", std::move(steer)}, {"error", {{"code", code}, {"message", msg}}}};
-    }
-
-    awaitable<void> websocket(beast::tcp_stream stream, Request req) {
-        ws::stream<beast::tcp_stream> sock(std::move(stream));
-        sock.set_option(ws::stream_base::timeout::suggested(beast::role_type::server));
-        sock.read_message_max(opt.max_body);
-        sock.set_option(ws::stream_base::decorator([](ws::response_type& res) { res.set(http::field::server, "celer"); }));
-        const Registered reg(sockets, sock.next_layer().socket());
-        co_await sock.async_accept(req, use_awaitable);
-        sock.text(true);
-        const auto ex = sock.get_executor();
-
-        LocalResponses local;
-        std::map<std::string, Lane> lanes;  // by stream_id ("": the lane of events without one)
-        std::unordered_map<std::string, std::vector<Steer>> pending_steers;  // by response: waiting for tool output
-        std::list<Session> sessions;  // the prompts of the last responses, most recent first, for forks
-        uint64_t clock = 0;
-        bool closed = false;
-        int runners = 0;
-        Waiter runners_done(ex);
-        // Events to write, in order; a full queue holds back whoever sends (a client that does
-        // not read slows its own responses down). Closed once the socket fails or at the end.
-        using Channel = net::experimental::channel<void(boost::system::error_code, std::string)>;
-        Channel out(ex, 64);
-
-        const auto send = [&](json e, const std::string& stream_id) -> awaitable<void> {
-            if (!stream_id.empty()) e["stream_id"] = stream_id;
-            co_await out.async_send(boost::system::error_code{}, dump(e), use_awaitable);  // throws once closed
-        };
-        const auto send_quietly = [&](json e, const std::string& stream_id) -> awaitable<void> {
-            if (!stream_id.empty()) e["stream_id"] = stream_id;
-            boost::system::error_code ec;
-            co_await out.async_send(boost::system::error_code{}, dump(e), net::redirect_error(use_awaitable, ec));
-        };
-        const auto cancel_all = [&] {
-            for (auto& [id, lane] : lanes)
-                if (lane.running) lane.running->cancel();
-        };
-
-        // Runs a response.create: the steering input queued for its parent comes first.
-        const auto run_create = [&](Lane& lane, json body) -> awaitable<void> {
-            body.erase("type");
-            if (body.contains("response") && body["response"].is_object()) body = json(body["response"]);  // the beta envelope
-            body.erase("stream_id");
-            if (body.contains("previous_response_id") && body["previous_response_id"].is_string())
-                if (auto it = pending_steers.find(body["previous_response_id"].get<std::string>()); it != pending_steers.end()) {
-                    json input = json::array();
-                    for (const Steer& st : it->second)
-                        for (const json& m : st.input) input.push_back(m);
-                    if (body.contains("input") && body["input"].is_string())
-                        input.push_back({{"type", "message"}, {"role", "user"}, {"content", body["input"]}});
-                    else if (body.contains("input") && body["input"].is_array())
-                        for (const json& m : body["input"]) input.push_back(m);
-                    body["input"] = std::move(input);
-                    pending_steers.erase(it);
-                }
-            // A lane continuing a response that is not its last (one of another lane, an earlier
-            // one of its own) starts from that response's prompt and the model's tokens in it.
-            if (body.contains("previous_response_id") && body["previous_response_id"].is_string()) {
-                const std::string& prev = body["previous_response_id"].get_ref<const std::string&>();
-                if (lane.session.prompt_of != prev)
-                    for (auto it = sessions.begin(); it != sessions.end(); ++it)
-                        if (it->prompt_of == prev) {
-                            lane.session = *it;
-                            break;
-                        }
-            }
-            ResponseJob job = prepare_response(body, &local, &lane.session);
-            lane.steered = false;
-            job.steered = &lane.steered;
-            begin(job, ex);
-            lane.running = job.g;
-            lane.running_id = job.id;
-            struct Clear {
-                Lane& lane;
-                ~Clear() {
-                    lane.last_id = std::move(lane.running_id);
-                    lane.running.reset(), lane.running_id.clear();
-                }
-            } clear{lane};
-            co_await run_response(job, nullptr, &local, &lane.session, [&](const json& e) -> awaitable<void> { co_await send(e, lane.stream_id); });
-            if (lane.session.prompt_of == job.id) {
-                sessions.push_front(lane.session);
-                if (sessions.size() > kSessionsKept) sessions.pop_back();
-            }
-            if (lane.steers.empty()) co_return;
-            // Steering input accepted while it ran: continue from it with that input, unless
-            // the response waits for the client's tool results, which the input then joins.
-            std::vector<Steer> steers = std::move(lane.steers);
-            lane.steers.clear();
-            json required = json::array();
-            for (const json& it : job.response["output"])
-                if (it.value("type", "") == "function_call")
-                    required.push_back({{"type", "function_call_output"}, {"call_id", it["call_id"]}, {"name", it["name"]}});
-            if (!required.empty()) {
-                for (const Steer& st : steers) {
-                    json e = {{"type", "response.steer.pending"}, {"sequence_number", 0}, {"steer", {{"id", st.id}, {"previous_response_id", job.id}}},
-                              {"reason", "waiting_for_required_input"}, {"required_input", required}};
-                    co_await send(std::move(e), lane.stream_id);
-                }
-                auto& q = pending_steers[job.id];
-                q.insert(q.end(), steers.begin(), steers.end());
-                co_return;
-            }
-            json next = job.body;
-            next["type"] = "response.create";
-            next["previous_response_id"] = job.id;
-            json input = json::array();
-            for (const Steer& st : steers)
-                for (const json& m : st.input) input.push_back(m);
-            next["input"] = std::move(input);
-            LaneMessage successor;
-            successor.body = std::move(next);
-            successor.steers = std::move(steers);
-            lane.queue.push_front(std::move(successor));
-        };
-
-        const auto run_lane = [&](Lane& lane) -> awaitable<void> {
-            struct Idle {
-                Lane& lane;
-                ~Idle() { lane.busy = false; }
-            } idle{lane};
-            while (!lane.queue.empty() && !closed) {
-                LaneMessage m = std::move(lane.queue.front());
-                lane.queue.pop_front();
-                const std::string parent = m.steers.empty() ? std::string() : m.body["previous_response_id"].get<std::string>();
-                const std::optional<ApiError> err = co_await refusal_of([&]() -> awaitable<void> {
-                    if (m.body.is_discarded()) (void)parse_body(m.text);  // throws the parser's message
-                    if (!m.body.is_object()) throw ApiError(400, "a WebSocket message must be a JSON object");
-                    const std::string type = m.body.contains("type") && m.body["type"].is_string() ? m.body["type"].get<std::string>() : "";
-                    if (type == "response.cancel")
-                        throw ApiError(400, "no response is running on this connection (or not the one named)", "response_id", "invalid_request_error",
-                                       "response_not_running");
-                    if (type != "response.create") throw ApiError(400, fmt::format("unsupported event type '{}'", type), "type");
-                    co_await run_create(lane, std::move(m.body));
-                });
-                if (err) {
-                    if (m.steers.empty()) {
-                        json e = error_event(*err);
-                        co_await send(std::move(e), lane.stream_id);
-                    } else {
-                        for (const Steer& st : m.steers) {
-                            json e = steer_failed(st.id, parent, st.original, "successor_creation_failed", err->what());
-                            co_await send(std::move(e), lane.stream_id);
-                        }
-                    }
-                }
-                count("ws /v1/responses", err ? err->status : 200);
-            }
-        };
-
-        const auto lane_for = [&](const std::string& stream_id) -> Lane* {
-            auto it = lanes.find(stream_id);
-            if (it == lanes.end()) {
-                if (lanes.size() >= kMaxLanes) {
-                    auto idle = lanes.end();
-                    for (auto j = lanes.begin(); j != lanes.end(); ++j)
-                        if (!j->second.busy && j->second.queue.empty() && (idle == lanes.end() || j->second.used < idle->second.used)) idle = j;
-                    if (idle == lanes.end()) return nullptr;
-                    lanes.erase(idle);
-                }
-                it = lanes.emplace(stream_id, Lane{}).first;
-                it->second.stream_id = stream_id;
-            }
-            it->second.used = ++clock;
-            return &it->second;
-        };
-        const auto enqueue = [&](Lane& lane, LaneMessage m) {
-            lane.queue.push_back(std::move(m));
-            if (lane.busy) return;
-            lane.busy = true;
-            ++runners;
-            net::co_spawn(ex, run_lane(lane), [&](std::exception_ptr) {
-                // A send failed: the socket is gone, and the generation was cancelled in drive().
-                if (--runners == 0) runners_done.timer.cancel();
-            });
-        };
-
-        // response.cancel: {"response_id"?, "stream_id"?}. Stops the named response, or what runs
-        // on the named lane (the default lane without one). One that comes too late (the response
-        // ended, its last events maybe still being written) is answered by that lane's runner, in
-        // order, with response_not_running.
-        const auto on_cancel = [&](const json& j, LaneMessage m) {
-            const std::string rid = j.contains("response_id") && j["response_id"].is_string() ? j["response_id"].get<std::string>() : "";
-            const std::string sid = j.contains("stream_id") && j["stream_id"].is_string() ? j["stream_id"].get<std::string>() : "";
-            Lane* target = nullptr;
-            for (auto& [id, lane] : lanes) {
-                if (rid.empty() ? id == sid : (lane.running_id == rid || lane.last_id == rid)) {
-                    target = &lane;
-                    break;
-                }
-            }
-            if (target && target->running && (rid.empty() || target->running_id == rid) && target->running->cancel()) return true;
-            if (!target) target = lane_for(rid.empty() ? sid : std::string());
-            if (!target) return false;
-            enqueue(*target, std::move(m));
-            return true;
-        };
-
-        // response.steer: queues user input for the running response named, stops it at the next
-        // token, and continues it with that input as a successor response on the same lane.
-        const auto on_steer = [&](const json& j) -> awaitable<void> {
-            const std::string target = j.contains("previous_response_id") && j["previous_response_id"].is_string()
-                                           ? j["previous_response_id"].get<std::string>() : "";
-            const json input = j.value("input", json());
-            for (const auto& [k, v] : j.items())
-                if (k != "type" && k != "previous_response_id" && k != "input") {
-                    json e = steer_failed("", target, input, "invalid_input", fmt::format("'{}' is not a field of response.steer", k));
-                    co_await send_quietly(std::move(e), "");
-                    co_return;
-                }
-            json items;
-            std::string why;
-            try {
-                items = parse_steer_input(input);
-            } catch (const ApiError& e) {
-                why = e.what();
-            }
-            if (!why.empty()) {
-                json e = steer_failed("", target, input, "invalid_input", why);
-                co_await send_quietly(std::move(e), "");
-                co_return;
-            }
-            Lane* lane = nullptr;
-            for (auto& [id, l] : lanes)
-                if (!target.empty() && l.running_id == target) lane = &l;
-            if (!lane) {
-                bool known = local.get(target) != nullptr;
-                for (auto& [id, l] : lanes) known = known || (!target.empty() && l.last_id == target);
-                // (Built before the co_await: GCC 12 loses a coroutine that awaits an expression
-                // holding a conditional over temporaries.)
-                json e = known ? steer_failed("", target, input, "response_already_completed",
-                                              fmt::format("Response '{}' has completed; send a response.create that continues it.", target))
-                               : steer_failed("", target, input, "response_not_found", fmt::format("No response '{}' is running on this connection.", target));
-                co_await send_quietly(std::move(e), "");
-                co_return;
-            }
-            if (lane->steers.size() >= 16) {
-                json e = steer_failed("", target, input, "too_many_pending_steers", "16 steering inputs are already queued for this response");
-                co_await send_quietly(std::move(e), lane->stream_id);
-                co_return;
-            }
-            Steer st{random_id("steer_"), std::move(items), input};
-            const std::string id = st.id;
-            lane->steers.push_back(std::move(st));
-            if (lane->running->cancel()) lane->steered = true;
-            json accepted = {{"type", "response.steer.accepted"}, {"sequence_number", 0}, {"steer", {{"id", id}, {"previous_response_id", target}}}};
-            co_await send_quietly(std::move(accepted), lane->stream_id);
-        };
-
-        const auto sid_of = [](const json& j) {
-            return j.is_object() && j.contains("stream_id") && j["stream_id"].is_string() ? j["stream_id"].get<std::string>() : std::string();
-        };
-        const auto reader = [&]() -> awaitable<void> {
-            for (;;) {
-                beast::flat_buffer buf;
-                boost::system::error_code ec;
-                co_await sock.async_read(buf, net::redirect_error(use_awaitable, ec));
-                if (ec) break;  // the client is gone: what runs for it stops
-                ++ws_messages;
-                std::string text = beast::buffers_to_string(buf.data());
-                LaneMessage m;
-                m.body = json::parse(text, nullptr, false);
-                if (m.body.is_discarded()) m.text = std::move(text);
-                const std::string type = m.body.is_object() && m.body.contains("type") && m.body["type"].is_string() ? m.body["type"].get<std::string>() : "";
-                if (type == "response.steer") {
-                    co_await on_steer(m.body);
-                    continue;
-                }
-                const std::string sid = sid_of(m.body);
-                if (type == "response.cancel") {
-                    const json j = m.body;
-                    if (on_cancel(j, std::move(m))) continue;
-                } else if (Lane* lane = lane_for(sid)) {
-                    enqueue(*lane, std::move(m));
-                    continue;
-                }
-                json e = error_event(ApiError(400, fmt::format("too many streams on this connection (at most {} at once)", kMaxLanes), "stream_id",
-                                              "invalid_request_error", "too_many_streams"));
-                co_await send_quietly(std::move(e), sid);
-            }
-            closed = true;
-            cancel_all();
-            while (runners > 0) {
-                runners_done.timer.expires_at(clock_type::time_point::max());
-                boost::system::error_code ec;
-                co_await runners_done.timer.async_wait(net::redirect_error(use_awaitable, ec));
-            }
-            out.close();
-        };
-        const auto writer = [&]() -> awaitable<void> {
-            for (;;) {
-                boost::system::error_code ec;
-                const std::string e = co_await out.async_receive(net::redirect_error(use_awaitable, ec));
-                if (ec) co_return;  // closed
-                co_await sock.async_write(net::buffer(e), net::redirect_error(use_awaitable, ec));
-                if (ec) {
-                    // The client is gone: senders fail from now on, and their generations stop.
-                    cancel_all();
-                    out.close();
-                    co_return;
-                }
-            }
-        };
-        using namespace boost::asio::experimental::awaitable_operators;
-        co_await (reader() && writer());
-    }
-
-    // ---- connections -------------------------------------------------------------------------
-
-    awaitable<void> dispatch(beast::tcp_stream& s, const Request& req, std::string& route) {
-        std::string_view target = req.target();
-        if (const size_t q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
-        std::string path(target);
-        if (path.starts_with("/v1/")) path.erase(0, 3);  // "/v1/chat/completions" and "/chat/completions" alike
-        const auto method = req.method();
-        route = path;
-        if (path == "/health" && method == http::verb::get) co_return co_await health(s, req);
-        if (!authorized(req)) throw ApiError(401, "Incorrect API key provided.", {}, "invalid_request_error", "invalid_api_key");
-        if (path == "/models" && method == http::verb::get) co_return co_await models(s, req);
-        if (path == "/metrics" && method == http::verb::get) co_return co_await metrics(s, req);
-        if (path == "/chat/completions" && method == http::verb::post) co_return co_await chat(s, req);
-        if (path == "/completions" && method == http::verb::post) co_return co_await completions(s, req);
-        if (path == "/responses" && method == http::verb::post) co_return co_await responses(s, req);
-        if (path.starts_with("/responses/")) {
-            std::string id = path.substr(11);
-            bool cancel = false;
-            if (id.ends_with("/cancel")) {
-                id.resize(id.size() - 7);
-                cancel = true;
-            }
-            route = cancel ? "/responses/{id}/cancel" : "/responses/{id}";
-            if (!id.empty() && id.find('/') == std::string::npos &&
-                ((cancel && method == http::verb::post) || (!cancel && (method == http::verb::get || method == http::verb::delete_))))
-                co_return co_await response_by_id(s, req, id, cancel);
-        }
-        route = "other";
-        throw ApiError(404, fmt::format("Unknown request URL: {} {}", std::string(req.method_string()), std::string(req.target())), {},
-                       "invalid_request_error", "unknown_url");
-    }
-
-    awaitable<void> connection(tcp::socket sock) {
-        ++connections;
-        struct Count {
-            int& n;
-            ~Count() { --n; }
-        } count_guard{connections};
-        beast::tcp_stream s(std::move(sock));
-        std::optional<Registered> reg(std::in_place, sockets, s.socket());
-        beast::flat_buffer buf;
-        try {
-            for (;;) {
-                http::request_parser<http::string_body> parser;
-                parser.header_limit(uint32_t(opt.max_header));
-                parser.body_limit(opt.max_body);
-                s.expires_after(std::chrono::seconds(opt.idle_timeout_s));
-                boost::system::error_code ec;
-                co_await http::async_read(s, buf, parser, net::redirect_error(use_awaitable, ec));
-                if (ec == http::error::end_of_stream || ec == net::error::eof || ec == beast::error::timeout || ec == net::error::connection_reset) co_return;
-                if (ec) {
-                    const bool body = ec == http::error::body_limit, header = ec == http::error::header_limit;
-                    const int st = body ? 413 : header ? 431 : 400;
-                    const std::string msg = body     ? fmt::format("the request body exceeds {} bytes", opt.max_body)
-                                            : header ? fmt::format("the request header exceeds {} bytes", opt.max_header)
-                                                     : fmt::format("malformed HTTP request: {}", ec.message());
-                    http::response<http::string_body> res{http::status(st), 11};
-                    res.set(http::field::content_type, "application/json");
-                    res.keep_alive(false);
-                    res.body() = dump(error_body(msg, "invalid_request_error"));
-                    res.prepare_payload();
-                    count("bad request", st);
-                    co_await http::async_write(s, res, net::redirect_error(use_awaitable, ec));
-                    s.socket().shutdown(tcp::socket::shutdown_both, ec);
-                    co_return;
-                }
-                Request req = parser.release();
-                s.expires_never();
-                if (ws::is_upgrade(req)) {
-                    std::string_view t = req.target();
-                    t = t.substr(0, t.find('?'));
-                    if ((t == "/v1/responses" || t == "/responses") && authorized(req)) {
-                        count("ws upgrade", 101);
-                        reg.reset();
-                        co_await websocket(std::move(s), std::move(req));
-                        co_return;
-                    }
-                    const int st = authorized(req) ? 404 : 401;
-                    const json body = error_body(st == 401 ? "Incorrect API key provided." : "WebSocket is served on /v1/responses only",
-                                                 "invalid_request_error");
-                    co_await send_json(s, req, st, body);
-                    co_return;
-                }
-                const auto t0 = clock_type::now();
-                std::string route;
-                int status = 200;
-                const std::optional<ApiError> err = co_await refusal_of([&]() -> awaitable<void> { co_await dispatch(s, req, route); });
-                if (err) {
-                    status = err->status;
-                    co_await send_error(s, req, *err);
-                }
-                count(route, status);
-                request_seconds.observe(std::chrono::duration<double>(clock_type::now() - t0).count());
-                if (!req.keep_alive() || stopping) break;
-            }
-            boost::system::error_code ec;
-            s.socket().shutdown(tcp::socket::shutdown_send, ec);
-        } catch (const std::exception&) {
-            // The peer went away or the socket broke mid-write: the generation was cancelled in
-            // drive(); nothing else to do.
-        }
-    }
-
-    awaitable<void> accept_loop() {
+awaitable<void> Server::Impl::connection(tcp::socket sock) {
+    ++connections;
+    struct Count {
+        int& n;
+        ~Count() { --n; }
+    } count_guard{connections};
+    beast::tcp_stream s(std::move(sock));
+    std::optional<Registered> reg(std::in_place, sockets, s.socket());
+    beast::flat_buffer buf;
+    try {
         for (;;) {
+            http::request_parser<http::string_body> parser;
+            parser.header_limit(uint32_t(opt.max_header));
+            parser.body_limit(opt.max_body);
+            s.expires_after(std::chrono::seconds(opt.idle_timeout_s));
             boost::system::error_code ec;
-            tcp::socket sock = co_await acceptor.async_accept(net::redirect_error(use_awaitable, ec));
+            co_await http::async_read(s, buf, parser, net::redirect_error(use_awaitable, ec));
+            if (ec == http::error::end_of_stream || ec == net::error::eof || ec == beast::error::timeout || ec == net::error::connection_reset) co_return;
             if (ec) {
-                if (stopping || ec == net::error::operation_aborted) co_return;
-                continue;  // EMFILE and friends: keep serving the connections we have
+                const bool body = ec == http::error::body_limit, header = ec == http::error::header_limit;
+                const int st = body ? 413 : header ? 431 : 400;
+                const std::string msg = body     ? fmt::format("the request body exceeds {} bytes", opt.max_body)
+                                        : header ? fmt::format("the request header exceeds {} bytes", opt.max_header)
+                                                 : fmt::format("malformed HTTP request: {}", ec.message());
+                http::response<http::string_body> res{http::status(st), 11};
+                res.set(http::field::content_type, "application/json");
+                res.keep_alive(false);
+                res.body() = dump(error_body(msg, "invalid_request_error"));
+                res.prepare_payload();
+                count("bad request", st);
+                co_await http::async_write(s, res, net::redirect_error(use_awaitable, ec));
+                s.socket().shutdown(tcp::socket::shutdown_both, ec);
+                co_return;
             }
-            if (connections >= opt.max_connections) {
-                // Refuse with a proper response rather than silence.
-                const std::string body = dump(error_body(fmt::format("too many connections (limit {})", opt.max_connections), "server_error"));
-                const std::string res = fmt::format("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                                  "Content-Length: {}\r\n\r\n{}",
-                                  body.size(), body);
-                net::write(sock, net::buffer(res), ec);
-                sock.close(ec);
-                continue;
+            Request req = parser.release();
+            s.expires_never();
+            if (ws::is_upgrade(req)) {
+                std::string_view t = req.target();
+                t = t.substr(0, t.find('?'));
+                if ((t == "/v1/responses" || t == "/responses") && authorized(req)) {
+                    count("ws upgrade", 101);
+                    reg.reset();
+                    co_await websocket(std::move(s), std::move(req));
+                    co_return;
+                }
+                const int st = authorized(req) ? 404 : 401;
+                const json body = error_body(st == 401 ? "Incorrect API key provided." : "WebSocket is served on /v1/responses only",
+                                             "invalid_request_error");
+                co_await send_json(s, req, st, body);
+                co_return;
             }
-            // Every event is one small write that must leave at once: no Nagle delay.
-            sock.set_option(tcp::no_delay(true), ec);
-            net::co_spawn(io, connection(std::move(sock)), net::detached);
+            const auto t0 = clock_type::now();
+            std::string route;
+            int status = 200;
+            const std::optional<ApiError> err = co_await refusal_of([&]() -> awaitable<void> { co_await dispatch(s, req, route); });
+            if (err) {
+                status = err->status;
+                co_await send_error(s, req, *err);
+            }
+            count(route, status);
+            request_seconds.observe(std::chrono::duration<double>(clock_type::now() - t0).count());
+            if (!req.keep_alive() || stopping) break;
         }
-    }
-
-    void begin_stop() {
-        if (stopping) return;
-        stopping = true;
         boost::system::error_code ec;
-        acceptor.close(ec);
-        signals.cancel(ec);
-        sched.cancel_all();
-        for (auto& [id, g] : running) g->cancel();
-        for (tcp::socket* sock : sockets) sock->shutdown(tcp::socket::shutdown_receive, ec);
-        // Streams send their final events and close; the loop ends when no connection is left,
-        // or after 3 s whatever is still open.
-        drain(clock_type::now() + std::chrono::seconds(3));
+        s.socket().shutdown(tcp::socket::shutdown_send, ec);
+    } catch (const std::exception&) {
+        // The peer went away or the socket broke mid-write: the generation was cancelled in
+        // drive(); nothing else to do.
     }
+}
 
-    void drain(clock_type::time_point deadline) {
-        if (connections == 0 || clock_type::now() >= deadline) {
-            io.stop();
-            return;
+awaitable<void> Server::Impl::accept_loop() {
+    for (;;) {
+        boost::system::error_code ec;
+        tcp::socket sock = co_await acceptor.async_accept(net::redirect_error(use_awaitable, ec));
+        if (ec) {
+            if (stopping || ec == net::error::operation_aborted) co_return;
+            continue;  // EMFILE and friends: keep serving the connections we have
         }
-        auto t = std::make_shared<net::steady_timer>(io, std::chrono::milliseconds(10));
-        t->async_wait([this, t, deadline](const boost::system::error_code&) { drain(deadline); });
+        if (connections >= opt.max_connections) {
+            // Refuse with a proper response rather than silence.
+            const std::string body = dump(error_body(fmt::format("too many connections (limit {})", opt.max_connections), "server_error"));
+            const std::string res = fmt::format("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                              "Content-Length: {}\r\n\r\n{}",
+                              body.size(), body);
+            net::write(sock, net::buffer(res), ec);
+            sock.close(ec);
+            continue;
+        }
+        // Every event is one small write that must leave at once: no Nagle delay.
+        sock.set_option(tcp::no_delay(true), ec);
+        net::co_spawn(io, connection(std::move(sock)), net::detached);
     }
-};
+}
+
+void Server::Impl::begin_stop() {
+    if (stopping) return;
+    stopping = true;
+    boost::system::error_code ec;
+    acceptor.close(ec);
+    signals.cancel(ec);
+    sched.cancel_all();
+    for (auto& [id, g] : running) g->cancel();
+    for (tcp::socket* sock : sockets) sock->shutdown(tcp::socket::shutdown_receive, ec);
+    // Streams send their final events and close; the loop ends when no connection is left,
+    // or after 3 s whatever is still open.
+    drain(clock_type::now() + std::chrono::seconds(3));
+}
+
+void Server::Impl::drain(clock_type::time_point deadline) {
+    if (connections == 0 || clock_type::now() >= deadline) {
+        io.stop();
+        return;
+    }
+    auto t = std::make_shared<net::steady_timer>(io, std::chrono::milliseconds(10));
+    t->async_wait([this, t, deadline](const boost::system::error_code&) { drain(deadline); });
+}
 
 Server::Server(Scheduler& scheduler, const ModelContext& model, ResponseStore& store, const ServerOptions& opt)
     : impl_(std::make_unique<Impl>(scheduler, model, store, opt)) {}
