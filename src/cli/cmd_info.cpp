@@ -16,10 +16,7 @@ int cmd_info(Args& a) {
     a.finish();
     if (!path) throw Error("info needs -m FILE");
     const auto m = load_model(*path);
-    if (!eo.rope_scaling.empty() || eo.rope_scale > 0 || eo.yarn_orig_ctx > 0) {
-        const RopeScaling type = eo.rope_scaling.empty() ? m->hp.rope_scaling : parse_rope_scaling(eo.rope_scaling);
-        set_rope_scaling(m->hp, type, eo.rope_scale > 0 ? eo.rope_scale : m->hp.rope_scale, eo.yarn_orig_ctx ? eo.yarn_orig_ctx : m->hp.rope_orig_ctx);
-    }
+    apply_rope_options(m->hp, eo);
     const HParams& hp = m->hp;
     const auto& f = m->file;
     fmt::print("file:          {} (GGUF v{}, {:.2f} MiB)\n", f.path(), f.version(), double(f.file_size()) / (1 << 20));

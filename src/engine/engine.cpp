@@ -10,13 +10,15 @@
 
 namespace celer {
 
+void apply_rope_options(HParams& hp, const EngineOptions& opt) {
+    if (opt.rope_scaling.empty() && opt.rope_scale <= 0 && opt.yarn_orig_ctx == 0) return;
+    const RopeScaling type = opt.rope_scaling.empty() ? hp.rope_scaling : parse_rope_scaling(opt.rope_scaling);
+    set_rope_scaling(hp, type, opt.rope_scale > 0 ? opt.rope_scale : hp.rope_scale, opt.yarn_orig_ctx ? opt.yarn_orig_ctx : hp.rope_orig_ctx);
+}
+
 Engine::Engine(const std::string& model_path, const EngineOptions& opt) {
     model_ = load_model(model_path);
-    if (!opt.rope_scaling.empty() || opt.rope_scale > 0 || opt.yarn_orig_ctx > 0) {
-        HParams& hp = model_->hp;
-        const RopeScaling type = opt.rope_scaling.empty() ? hp.rope_scaling : parse_rope_scaling(opt.rope_scaling);
-        set_rope_scaling(hp, type, opt.rope_scale > 0 ? opt.rope_scale : hp.rope_scale, opt.yarn_orig_ctx ? opt.yarn_orig_ctx : hp.rope_orig_ctx);
-    }
+    apply_rope_options(model_->hp, opt);
     kernels_ = &kernels::select_kernels(opt.kernels);
     pool_ = std::make_unique<ThreadPool>(opt.n_threads > 0 ? opt.n_threads : default_thread_count());
     uint32_t n_ctx = opt.n_ctx ? opt.n_ctx : std::min<uint32_t>(model_->hp.n_ctx_train, 4096);

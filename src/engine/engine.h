@@ -30,6 +30,9 @@ struct EngineOptions {
     uint32_t yarn_orig_ctx = 0;
 };
 
+// The options' RoPE scaling over what the file set (nothing when they name none).
+void apply_rope_options(HParams& hp, const EngineOptions& opt);
+
 struct GenerateStats {
     size_t n_prompt = 0;
     size_t n_generated = 0;

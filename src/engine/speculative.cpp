@@ -191,6 +191,26 @@ double Speculator::estimate(size_t b) const {
     return (succ_[b] + prior(b) * kPriorWeight) / (succ_[b] + fail_[b] + kPriorWeight);
 }
 
+// The guess length in [0, limit] that maximises expected tokens per unit of cost, for a guess
+// from bucket b; 0 (plain decoding) scores 1. `per_token`: what each guessed token costs to make,
+// against a one-token pass (a drafter's own pass; 0 for a copy). Refusals of a bucket that
+// guesses nothing are slowly forgotten, since guessing nothing teaches nothing.
+size_t Speculator::length(size_t b, size_t limit, const PassCost& c, size_t base, double per_token) {
+    size_t best = 0;
+    double best_rate = 1.0, expect = 1.0, pk = 1.0;
+    const double p = estimate(b);
+    for (size_t k = 1; k <= limit; ++k) {
+        pk *= p;
+        expect += pk;
+        const double rate = expect / (c.relative(k + 1, base) + per_token * double(k));
+        if (rate > best_rate * 1.0001) best = k, best_rate = rate;
+    }
+    if (!p_.adaptive) best = limit;
+    if (best == 0) fail_[b] *= 0.98;
+    else last_bucket_ = b;
+    return best;
+}
+
 void Speculator::draft(std::vector<TokenId>& out, size_t room, const PassCost* cost, size_t base) {
     out.clear();
     if (p_.source == Source::Off || room == 0) return;
@@ -200,47 +220,14 @@ void Speculator::draft(std::vector<TokenId>& out, size_t room, const PassCost* c
         // Each drafted token costs the drafter a pass of its own: the rate counts that too.
         const double target = c.seconds(base + 1);
         const double per = target > 0 && drafter_->seconds_per_token() > 0 ? drafter_->seconds_per_token() / target : 0.1;
-        const double p = estimate(kModelBucket);
-        size_t best = 0;
-        double best_rate = 1.0, expect = 1.0, pk = 1.0;
-        for (size_t k = 1; k <= std::min(size_t(p_.max_draft), room); ++k) {
-            pk *= p;
-            expect += pk;
-            const double rate = expect / (c.relative(k + 1, base) + per * double(k));
-            if (rate > best_rate * 1.0001) best = k, best_rate = rate;
-        }
-        if (!p_.adaptive) best = std::min(size_t(p_.max_draft), room);
-        if (best == 0) {
-            fail_[kModelBucket] *= 0.98;
-            return;
-        }
-        last_bucket_ = kModelBucket;
-        drafter_->draft(text_, best, out);
+        if (const size_t k = length(kModelBucket, std::min(size_t(p_.max_draft), room), c, base, per)) drafter_->draft(text_, k, out);
         return;
     }
     const bool suffix = p_.source == Source::Suffix;
     const Match m = suffix ? suffix_.match() : ngram_.match();
     const std::vector<TokenId>& text = suffix ? suffix_.tokens() : ngram_.tokens();
     if (m.len < size_t(p_.min_match) || m.end + 1 >= text.size()) return;
-    const size_t limit = std::min({m.len, size_t(p_.max_draft), room});
-    const size_t b = bucket(m.len);
-    const double p = estimate(b);
-    // The length that maximises expected tokens per unit of cost; 0 (plain decoding) scores 1.
-    size_t best = 0;
-    double best_rate = 1.0, expect = 1.0, pk = 1.0;
-    for (size_t k = 1; k <= limit; ++k) {
-        pk *= p;
-        expect += pk;
-        const double rate = expect / c.relative(k + 1, base);
-        if (rate > best_rate * 1.0001) best = k, best_rate = rate;
-    }
-    if (!p_.adaptive) best = limit;
-    if (best == 0) {
-        // Guessing nothing teaches nothing: the refusals are slowly forgotten.
-        fail_[b] *= 0.98;
-        return;
-    }
-    last_bucket_ = b;
+    const size_t best = length(bucket(m.len), std::min({m.len, size_t(p_.max_draft), room}), c, base, 0.0);
     // What followed the earlier occurrence; where that runs into the present (a repeating
     // pattern: the match ends just before the end) the copy continues from its own start, as
     // LZ77's overlapping copies do, so a period repeats as far as the guess goes.

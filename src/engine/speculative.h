@@ -173,6 +173,7 @@ private:
     static size_t bucket(size_t match_len);
     static double prior(size_t bucket);
     double estimate(size_t bucket) const;
+    size_t length(size_t bucket, size_t limit, const PassCost& cost, size_t base, double per_token);
     SpecParams p_;
     SuffixIndex suffix_;
     NgramIndex ngram_;
