@@ -604,6 +604,63 @@ TEST(PromptCache, IncrementalTokenizationIsExact) {
     }
 }
 
+// --ctx-overflow drop-turns: a conversation longer than the context loses its oldest turns,
+// whole (a user message and the answers and tool results after it), keeps its system messages
+// and its last turn, and drops no more than it must; without the option nothing changes.
+TEST(ContextOverflow, DropTurnsKeepsSystemAndNewestTurns) {
+    if (!test::have_shared()) GTEST_SKIP() << "../shared is absent";
+    const auto engine_ptr = tiny_qwen_with_qwen_vocab();
+    const ModelContext mc(*engine_ptr, "tq", "");
+    json messages = json::array({{{"role", "system"}, {"content", "You are a careful coder."}}});
+    for (int turn = 0; turn < 9; ++turn) {
+        messages.push_back({{"role", "user"}, {"content", fmt::format("Turn {}: {}", turn, std::string(40 + 13 * turn, 'a' + char(turn)))}});
+        messages.push_back({{"role", "assistant"}, {"content", "", }, {"tool_calls", json::array({{{"id", "c"}, {"type", "function"},
+                              {"function", {{"name", "read"}, {"arguments", "{}"}}}}})}});
+        messages.push_back({{"role", "tool"}, {"tool_call_id", "c"}, {"content", fmt::format("result {}", turn)}});
+        messages.push_back({{"role", "assistant"}, {"content", fmt::format("Done with turn {}.", turn)}});
+    }
+    messages.push_back({{"role", "user"}, {"content", "Now the last question."}});
+    const json tools = json::array();
+    const auto full = mc.chat_prompt(messages, tools);
+    const auto last_turns = [&](size_t k) {  // the system message and the newest k turns
+        json m = json::array({messages[0]});
+        size_t users = 0, from = messages.size();
+        while (from > 1 && users < k)
+            if (messages[--from]["role"] == "user") ++users;
+        for (size_t i = from; i < messages.size(); ++i) m.push_back(messages[i]);
+        return m;
+    };
+    size_t dropped = 99;
+    Limits lim;
+    lim.ctx = full.size() - 10;
+    EXPECT_EQ(mc.fit_chat_prompt(messages, tools, lim, 64, nullptr, &dropped), full) << "only with drop_turns";
+    EXPECT_EQ(dropped, 0u);
+    lim.drop_turns = true;
+    for (const size_t reserve : {size_t(1), size_t(64), size_t(200)}) {
+        PromptCache cache;
+        const auto fitted = mc.fit_chat_prompt(messages, tools, lim, reserve, &cache, &dropped);
+        ASSERT_GT(dropped, 0u);
+        ASSERT_LT(dropped, 10u);
+        EXPECT_EQ(fitted, mc.chat_prompt(last_turns(10 - dropped), tools)) << "whole turns, system kept, reserve " << reserve;
+        EXPECT_LE(fitted.size() + reserve, lim.ctx);
+        EXPECT_GT(mc.chat_prompt(last_turns(11 - dropped), tools).size() + reserve, lim.ctx) << "one turn fewer dropped must not fit";
+        EXPECT_EQ(cache.tokens, fitted) << "the session's prompt cache holds what was sent";
+    }
+    // Fits already: unchanged. Cannot fit even the last turn with the reserve: the last turn alone.
+    lim.ctx = full.size() + 64;
+    EXPECT_EQ(mc.fit_chat_prompt(messages, tools, lim, 64, nullptr, &dropped), full);
+    EXPECT_EQ(dropped, 0u);
+    lim.ctx = mc.chat_prompt(last_turns(1), tools).size() + 5;
+    EXPECT_EQ(mc.fit_chat_prompt(messages, tools, lim, 5000, nullptr, &dropped), mc.chat_prompt(last_turns(1), tools));
+    EXPECT_EQ(dropped, 9u);
+    // Through parse_chat: the reserve is max_tokens.
+    json body = {{"messages", messages}, {"max_tokens", 30}};
+    lim.ctx = full.size();
+    const ChatRequest r = parse_chat(body, mc, lim);
+    EXPECT_GT(r.dropped_turns, 0u);
+    EXPECT_LE(r.prompt.size() + 30, lim.ctx);
+}
+
 // What a response generated goes back into its session's prompt as the model's own tokens,
 // even where tokenizing the text again would split it differently (whose KV would then be
 // computed again): up to where the next prompt's text stops following that output.

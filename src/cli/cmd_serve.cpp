@@ -35,6 +35,10 @@ int cmd_serve(Args& a) {
     opt.max_body = size_t(a.int_or({"--max-body"}, (long long)opt.max_body, 1024, 1ll << 30));
     opt.max_connections = int(a.int_or({"--max-connections"}, opt.max_connections, 1, 1 << 20));
     opt.limits.max_tokens = int(a.int_or({"--max-tokens"}, opt.limits.max_tokens, 1, opt.limits.max_tokens));
+    const std::string overflow = a.value_or({"--ctx-overflow"}, "error");
+    if (overflow != "error" && overflow != "drop-turns")
+        throw Error(fmt::format("--ctx-overflow: '{}' is not one of error, drop-turns", overflow));
+    opt.limits.drop_turns = overflow == "drop-turns";
     std::string store_path = a.value_or({"--store"}, "");
     const std::string alias = a.value_or({"--alias"}, "");
     a.finish();

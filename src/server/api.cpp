@@ -146,6 +146,38 @@ ModelContext::ModelContext(const Engine& engine, std::string model_id, std::stri
     tmpl_ = std::make_unique<chat::Template>(chat_template.empty() ? kChatMl : std::string_view(chat_template));
 }
 
+std::vector<TokenId> ModelContext::fit_chat_prompt(const json& messages, const json& tools, const Limits& lim, size_t reserve,
+                                                   PromptCache* cache, size_t* dropped) const {
+    *dropped = 0;
+    std::vector<TokenId> ids = chat_prompt(messages, tools, cache);
+    if (!lim.drop_turns || lim.ctx == 0 || !messages.is_array()) return ids;
+    reserve = std::clamp<size_t>(reserve, 1, std::max<size_t>(1, lim.ctx / 2));
+    if (ids.size() + reserve <= lim.ctx) return ids;
+    // Turn starts after the leading system messages: the first message after them, then every
+    // user message.
+    size_t lead = 0;
+    while (lead < messages.size() && messages[lead].value("role", "") == "system") ++lead;
+    std::vector<size_t> starts;
+    for (size_t i = lead; i < messages.size(); ++i)
+        if (i == lead || messages[i].value("role", "") == "user") starts.push_back(i);
+    if (starts.size() < 2) return ids;
+    const auto without = [&](size_t d) {  // the messages without the oldest d turns
+        json m = json::array();
+        for (size_t i = 0; i < lead; ++i) m.push_back(messages[i]);
+        for (size_t i = starts[d]; i < messages.size(); ++i) m.push_back(messages[i]);
+        return m;
+    };
+    // Fewer turns never render longer: the fewest dropped that fit, by bisection.
+    size_t lo = 1, hi = starts.size() - 1;
+    while (lo < hi) {
+        const size_t mid = (lo + hi) / 2;
+        if (chat_prompt(without(mid), tools).size() + reserve <= lim.ctx) hi = mid;
+        else lo = mid + 1;
+    }
+    *dropped = lo;
+    return chat_prompt(without(lo), tools, cache);
+}
+
 std::vector<TokenId> ModelContext::chat_prompt(const json& messages, const json& tools, PromptCache* cache) const {
     json ctx;
     ctx["messages"] = messages;
@@ -272,6 +304,10 @@ GenParams gen_params(const json& body, const Limits& lim, const char* max_tokens
     return p;
 }
 
+size_t overflow_reserve(const GenParams& p, const Limits& lim) {
+    return p.max_tokens > 0 && p.max_tokens < lim.max_tokens ? size_t(p.max_tokens) : lim.ctx / 4;
+}
+
 ChatRequest parse_chat(const json& body, const ModelContext& m, const Limits& lim) {
     ChatRequest r;
     const json* msgs = member(body, "messages");
@@ -329,8 +365,9 @@ ChatRequest parse_chat(const json& body, const ModelContext& m, const Limits& li
         }
     }
     r.tools = use_tools;
-    r.prompt = m.chat_prompt(messages, use_tools ? tools : json::array());
     r.params = gen_params(body, lim, "max_completion_tokens");
+    r.prompt = m.fit_chat_prompt(messages, use_tools ? tools : json::array(), lim, overflow_reserve(r.params, lim), nullptr,
+                                 &r.dropped_turns);
     r.stream = boolean(body, "stream", false);
     if (const json* so = member(body, "stream_options")) {
         if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");

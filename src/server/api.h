@@ -45,6 +45,11 @@ struct Limits {
     int max_tokens = 1 << 30;
     size_t max_messages = 4096;
     size_t max_stop = 16;
+    // Positions one sequence holds (0: unknown). A chat prompt that leaves no room in them is
+    // refused (context_length_exceeded), or with drop_turns (`--ctx-overflow drop-turns`) loses
+    // its oldest turns until it leaves room to generate (fit_chat_prompt).
+    size_t ctx = 0;
+    bool drop_turns = false;
 };
 
 // The prompt a session rendered last and its tokens, so that its next turn tokenizes only the
@@ -76,6 +81,13 @@ public:
     // Renders messages (and tools) through the chat template and tokenizes the result, control
     // tokens included; BOS in front when the vocabulary wants one and the template gave none.
     std::vector<TokenId> chat_prompt(const json& messages, const json& tools, PromptCache* cache = nullptr) const;
+    // chat_prompt, and when lim.drop_turns is set and the prompt leaves fewer than `reserve`
+    // of lim.ctx positions to generate: the leading system messages and the newest turns that
+    // fit (a turn is a user message and everything after it up to the next one; the last turn
+    // is always kept). *dropped says how many turns went. Without room for even one token the
+    // caller refuses the request, as without dropping.
+    std::vector<TokenId> fit_chat_prompt(const json& messages, const json& tools, const Limits& lim, size_t reserve,
+                                         PromptCache* cache, size_t* dropped) const;
     // Appends what a response generated to the prompt it was generated from, so that the next
     // turn, whose rendered text continues with that output, keeps the model's own tokens (whose
     // KV is cached) instead of tokenizing the text again, which can split it differently.
@@ -94,6 +106,9 @@ private:
 // max_tokens / max_completion_tokens / max_output_tokens, penalties). OpenAI's defaults:
 // temperature 1, top_p 1, no top-k, no min-p.
 GenParams gen_params(const json& body, const Limits& lim, const char* max_tokens_field);
+// Positions a chat prompt leaves free when turns are dropped to fit: the max_tokens asked
+// for, or a quarter of the context when the request names none.
+size_t overflow_reserve(const GenParams& p, const Limits& lim);
 
 struct ChatRequest {
     std::vector<TokenId> prompt;
@@ -101,6 +116,7 @@ struct ChatRequest {
     bool stream = false;
     bool include_usage = false;
     bool tools = false;  // tool-call text is parsed into tool_calls
+    size_t dropped_turns = 0;  // by --ctx-overflow drop-turns
 };
 ChatRequest parse_chat(const json& body, const ModelContext& m, const Limits& lim);
 

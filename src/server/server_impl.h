@@ -105,7 +105,9 @@ using namespace detail;
 
 struct Server::Impl {
     Impl(Scheduler& s, const ModelContext& m, ResponseStore& st, const ServerOptions& o)
-        : sched(s), model(m), store(st), opt(o), acceptor(io), signals(io, SIGINT, SIGTERM) {}
+        : sched(s), model(m), store(st), opt(o), acceptor(io), signals(io, SIGINT, SIGTERM) {
+        opt.limits.ctx = sched.slot_ctx();
+    }
 
     Scheduler& sched;
     const ModelContext& model;
@@ -126,7 +128,14 @@ struct Server::Impl {
 
     // Metrics (network thread, except the histograms).
     std::map<std::pair<std::string, int>, uint64_t> requests;  // (route, status)
-    uint64_t ws_messages = 0, disconnects = 0, template_rewrites = 0;
+    uint64_t ws_messages = 0, disconnects = 0, template_rewrites = 0, dropped_turns = 0;
+    void note_dropped_turns(size_t n) {
+        if (n == 0) return;
+        if (dropped_turns == 0)
+            fmt::print(stderr, "serve: a conversation outgrew the context; its oldest turns were dropped (--ctx-overflow "
+                               "drop-turns; counted in celer_context_dropped_turns_total)\n");
+        dropped_turns += n;
+    }
     void note_template_rewrite() {
         if (template_rewrites++ == 0)
             fmt::print(stderr,
@@ -343,6 +352,8 @@ struct Server::Impl {
         counter("celer_generations_cancelled_total", "Generations cancelled (client gone, cancel, shutdown).", st.cancelled.load());
         counter("celer_disconnects_total", "Streams whose client went away mid-generation.", disconnects);
         counter("celer_template_rewrites_total", "Turns whose rendered prompt did not extend the previous turn's.", template_rewrites);
+        counter("celer_context_dropped_turns_total", "Oldest turns dropped to fit a conversation in the context (--ctx-overflow drop-turns).",
+                dropped_turns);
         counter("celer_websocket_messages_total", "WebSocket messages received.", ws_messages);
         gauge("celer_generations_running", "Generations in a slot now.", double(st.active.load()));
         gauge("celer_generations_waiting", "Generations queued for a slot.", double(st.waiting.load()));
@@ -387,6 +398,7 @@ struct Server::Impl {
     awaitable<void> chat(beast::tcp_stream& s, const Request& req) {
         const json body = parse_body(req.body());
         ChatRequest cr = parse_chat(body, model, opt.limits);
+        note_dropped_turns(cr.dropped_turns);
         ChatOutput out(model.id(), cr.tools, cr.params.logprobs >= 0, cr.include_usage);
         auto w = std::make_shared<Waiter>(s.get_executor());
         auto g = start(std::move(cr.prompt), std::move(cr.params), w, "messages");
@@ -477,12 +489,15 @@ struct Server::Impl {
         const std::string& instructions = rr.instructions;
         const json messages = items_to_messages(context, instructions);
         job.tools = !rr.tools.empty();
-        job.prompt = model.chat_prompt(messages, rr.tools, session ? &session->prompt : nullptr);
+        size_t dropped = 0;
+        job.prompt = model.fit_chat_prompt(messages, rr.tools, opt.limits, overflow_reserve(rr.params, opt.limits),
+                                           session ? &session->prompt : nullptr, &dropped);
+        note_dropped_turns(dropped);
         job.id = random_id("resp_");
         if (session) {
             // A turn continuing the lane's last response should render as that prompt plus
             // what followed; a template that rewrites history breaks the prefix there.
-            if (!prev.empty() && prev == session->prompt_of && !session->prompt.extended) note_template_rewrite();
+            if (!prev.empty() && prev == session->prompt_of && !session->prompt.extended && dropped == 0) note_template_rewrite();
             session->prompt_of = job.id;
             job.body = body;
         }
