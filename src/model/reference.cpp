@@ -82,7 +82,7 @@ std::vector<double> ReferenceForward::matvec(const Weight& w, const std::vector<
     return y;
 }
 
-std::vector<float> ReferenceForward::step(TokenId token) {
+std::vector<float> ReferenceForward::step(TokenId token, bool want_logits) {
     const HParams& hp = m_.hp;
     const double eps = hp.rms_eps;
     std::vector<float> erow(hp.n_embd);
@@ -106,6 +106,10 @@ std::vector<float> ReferenceForward::step(TokenId token) {
         for (uint32_t h = 0; h < hp.n_head_kv; ++h) rope(hp, m_.rope_freq_factors, pos, &k[h * hp.head_dim]);
         k_cache_[il].insert(k_cache_[il].end(), k.begin(), k.end());
         v_cache_[il].insert(v_cache_[il].end(), v.begin(), v.end());
+        if (!want_logits && il + 1 == hp.n_layer) {
+            ++pos_;  // the last layer's keys and values are all the later positions need
+            return {};
+        }
 
         std::vector<double> attn(size_t(hp.n_head) * hp.head_dim_v, 0.0);
         const double scale = 1.0 / std::sqrt(double(hp.head_dim));

@@ -12,8 +12,10 @@ namespace celer {
 class ReferenceForward {
 public:
     explicit ReferenceForward(const Model& m);
-    // Appends one token at the next position and returns the logits (n_vocab) that follow it.
-    std::vector<float> step(TokenId token);
+    // Appends one token at the next position and returns the logits (n_vocab) that follow it;
+    // without want_logits only what later positions need (the last layer's keys and values) is
+    // computed, and nothing is returned: a one-layer model then costs no attention there.
+    std::vector<float> step(TokenId token, bool want_logits = true);
     int pos() const { return pos_; }
 
 private:

@@ -27,6 +27,8 @@ const std::vector<Shape> kShapes = {
     {"tiny-llama", Arch::Llama, 512, 256, 2, 4, 2, 64, 512, 1024, 1e4f, 1e-5f, 2, false},
     {"tiny-qwen2", Arch::Qwen2, 512, 256, 2, 4, 1, 64, 768, 1024, 1e6f, 1e-6f, 1, true},
     {"tiny-qwen3", Arch::Qwen3, 512, 256, 2, 4, 2, 128, 512, 1024, 1e6f, 1e-6f, 1, false},
+    // One head of 64 over one layer, Qwen2.5-Coder's RoPE base: the 131,072-token test's model.
+    {"tiny-long", Arch::Qwen2, 512, 64, 1, 1, 1, 64, 256, 32768, 1e6f, 1e-6f, 1, true},
     // Smallest file that is still a complete model (fuzzing seeds): 259 byte/special tokens + 1.
     {"micro-llama", Arch::Llama, 260, 32, 1, 2, 1, 16, 64, 64, 1e4f, 1e-5f, 1, false},
 };
