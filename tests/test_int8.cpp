@@ -181,19 +181,22 @@ TEST(Int8, PackableShapes) {
 // 1 and 7 query heads (GQA), blocks of 1 and 5 tokens (causal), f32, fp16 and Q8_0 caches (both
 // sides widen the same stored elements), in pages of 64 or 128 rows placed anywhere in memory,
 // normalised and partial (the unnormalised sums, maxima and totals that flash-decoding merges),
-// with and without a cap on the keys the later tokens see.
+// with and without a cap on the keys the later tokens see; fp16 and Q8_0 keys also by dimension
+// (the KV cache's layouts). The pages' unused rows hold NaN bits, which must not reach a result.
 TEST(Attention, EveryTargetMatchesScalar) {
     const auto& ref = kernels::scalar_kernels();
     using kernels::KvElem;
     for (auto name : kernels::available_targets()) {
         const auto& k = kernels::select_kernels(name);
-        for (const size_t n_q : {1u, 7u}) {
+        for (const size_t n_q : {1u, 6u, 7u}) {
             for (const size_t hd : {8u, 64u, 80u, 128u}) {
                 for (const size_t n_keys : {1u, 63u, 64u, 65u, 300u}) {
                     for (const size_t n_tok : {1u, 5u}) {
                     for (const bool partial : {false, true}) {
                     for (const size_t cap : {size_t(SIZE_MAX), n_keys + 2}) {
                     for (const KvElem elem : {KvElem::F32, KvElem::F16, KvElem::Q8_0}) {
+                    for (const bool k_cols : {false, true}) {
+                        if (k_cols && elem == KvElem::F32) continue;
                         if (cap != SIZE_MAX && n_tok == 1) continue;
                         if (elem == KvElem::Q8_0 && hd % 32) continue;
                         const TensorType tt = elem == KvElem::F32 ? TensorType::F32 : elem == KvElem::F16 ? TensorType::F16 : TensorType::Q8_0;
@@ -204,12 +207,27 @@ TEST(Attention, EveryTargetMatchesScalar) {
                         const auto kv = test::random_floats(keys * 2 * hd, hd * 7 + n_keys, -1.0f, 1.0f);
                         // Pages: (page_rows keys, then page_rows values) each, in reverse order in memory.
                         const size_t n_pages = (keys + page_rows - 1) / page_rows;
-                        std::vector<uint8_t> mem(n_pages * page_rows * 2 * row + 8, 0);
+                        std::vector<uint8_t> mem(n_pages * page_rows * 2 * row + 8, 0xff);
                         std::vector<const uint8_t*> pages(n_pages);
                         for (size_t p = 0; p < n_pages; ++p) pages[p] = mem.data() + 8 + (n_pages - 1 - p) * page_rows * 2 * row;
                         for (size_t j = 0; j < keys; ++j) {
                             uint8_t* page = const_cast<uint8_t*>(pages[j / page_rows]);
-                            quantize_row(tt, kv.data() + j * 2 * hd, page + (j % page_rows) * row, hd);
+                            if (k_cols) {  // the layouts of kernels.h, written here on their own
+                                std::vector<uint8_t> key(row);
+                                quantize_row(tt, kv.data() + j * 2 * hd, key.data(), hd);
+                                const size_t r = j % page_rows;
+                                for (size_t d = 0; d < hd; ++d) {
+                                    if (elem == KvElem::F16) {
+                                        std::memcpy(page + (d * page_rows + r) * 2, key.data() + 2 * d, 2);
+                                    } else {
+                                        const uint8_t* blk = key.data() + d / 32 * 34;
+                                        page[(d / 4 * page_rows + r) * 4 + d % 4] = uint8_t(int8_t(blk[2 + d % 32]) + 128);
+                                        if (d % 32 == 0) std::memcpy(page + hd * page_rows + (d / 32 * page_rows + r) * 2, blk, 2);
+                                    }
+                                }
+                            } else {
+                                quantize_row(tt, kv.data() + j * 2 * hd, page + (j % page_rows) * row, hd);
+                            }
                             quantize_row(tt, kv.data() + j * 2 * hd + hd, page + (page_rows + j % page_rows) * row, hd);
                         }
                         std::vector<float> out(rows * hd, NAN), want(rows * hd, NAN), scratch(kernels::attn_scratch_floats(rows, hd, hd));
@@ -217,18 +235,32 @@ TEST(Attention, EveryTargetMatchesScalar) {
                         kernels::AttnArgs a{};
                         a.q = q.data(), a.n_q = n_q, a.q_stride = hd;
                         a.pages = pages.data(), a.page_rows = page_rows, a.k_off = 0, a.v_off = page_rows * row;
-                        a.k_row = a.v_row = row, a.elem = elem;
+                        a.k_row = a.v_row = row, a.elem = elem, a.k_cols = k_cols;
                         a.n_keys = n_keys, a.head_dim = a.head_dim_v = hd, a.scale = 0.125f;
                         a.out = want.data(), a.out_stride = hd, a.partial = partial, a.max = mx_ref.data(), a.sum = sum_ref.data();
                         a.scratch = scratch.data(), a.n_tok = n_tok, a.q_tok_stride = a.out_tok_stride = n_q * hd;
                         a.key_cap = cap;
+                        // A target that rounds the query to int8 blocks for Q8_0 keys is held to
+                        // the float result on the query rounded so (the rest is exact integers).
+                        std::vector<float> qr = q;
+                        if (k.attn_int8_query && elem == KvElem::Q8_0 && k_cols && (hd == 64 || hd == 128)) {
+                            for (size_t b = 0; b < qr.size(); b += 32) {
+                                float amax = 0;
+                                for (size_t i = b; i < b + 32; ++i) amax = std::max(amax, std::fabs(qr[i]));
+                                const float sc = amax / 127.0f, inv = amax > 0 ? 1.0f / sc : 0.0f;
+                                for (size_t i = b; i < b + 32; ++i) qr[i] = std::nearbyint(qr[i] * inv) * sc;
+                            }
+                        }
+                        a.q = qr.data();
                         ref.attention(a);
+                        a.q = q.data();
                         a.out = out.data(), a.max = mx.data(), a.sum = sum.data();
                         k.attention(a);
                         const double tol = partial ? 2e-6 * double(keys) : 2e-6;  // unnormalised: sums of up to `keys` terms
                         for (size_t d = 0; d < rows * hd; ++d)
                             ASSERT_NEAR(out[d], want[d], tol) << name << " heads " << n_q << " head_dim " << hd << " keys " << n_keys
-                                                              << " tokens " << n_tok << " cap " << cap << " elem " << int(elem) << " at " << d;
+                                                              << " tokens " << n_tok << " cap " << cap << " elem " << int(elem)
+                                                              << " cols " << k_cols << " at " << d;
                         if (partial) {
                             for (size_t h = 0; h < rows; ++h) {
                                 ASSERT_NEAR(mx[h], mx_ref[h], 2e-6 * (1 + std::fabs(mx_ref[h])));  // a score: a dot of hd terms
@@ -251,6 +283,7 @@ TEST(Attention, EveryTargetMatchesScalar) {
                                 ASSERT_EQ(std::memcmp(s1.data(), sum.data() + t * n_q, n_q * sizeof(float)), 0);
                             }
                         }
+                    }
                     }
                     }
                     }

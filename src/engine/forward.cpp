@@ -204,6 +204,7 @@ void CpuForward::attention(uint32_t il, const Span& s) {
         a.k_row = pool.k_row_bytes();
         a.v_row = pool.v_row_bytes();
         a.elem = elem;
+        a.k_cols = pool.k_cols();
         a.n_keys = n_past + t + 1;
         a.head_dim = hp.head_dim;
         a.head_dim_v = hv;
@@ -393,7 +394,23 @@ void CpuForward::store_kv(uint32_t il, const Span& s) {
         uint8_t* block = pool.data(c.blocks_[pos / B]);
         const size_t row = pos % B;
         for (uint32_t h = 0; h < hp.n_head_kv; ++h) {
-            put(kv_k_.data() + t * hp.kv_dim() + size_t(h) * hp.head_dim, block + pool.k_offset(il, h) + row * pool.k_row_bytes(), hp.head_dim);
+            const float* k = kv_k_.data() + t * hp.kv_dim() + size_t(h) * hp.head_dim;
+            uint8_t* kb = block + pool.k_offset(il, h);
+            if (pool.type() == KvType::F16) {
+                // Keys by dimension: one element into each column.
+                half_row_.resize(hp.head_dim);
+                k_.to_half(k, half_row_.data(), hp.head_dim);
+                for (size_t d = 0; d < hp.head_dim; ++d) std::memcpy(kb + kernels::kcol_f16(d, row, B), &half_row_[d], 2);
+            } else if (pool.type() == KvType::Q8_0) {
+                // Quantised as a row, then its bytes (+ 128) and scales spread over the layout.
+                key_q8_.resize(hp.head_dim / 32);
+                quantize_row(TensorType::Q8_0, k, key_q8_.data(), hp.head_dim);
+                for (size_t d = 0; d < hp.head_dim; ++d) kb[kernels::kcol_q8(d, row, B)] = uint8_t(key_q8_[d / 32].qs[d % 32] + 128);
+                for (size_t b = 0; b < hp.head_dim / 32; ++b)
+                    std::memcpy(kb + kernels::kcol_q8_scale(b, row, hp.head_dim, B), &key_q8_[b].d, 2);
+            } else {
+                put(k, block + pool.k_offset(il, h) + row * pool.k_row_bytes(), hp.head_dim);
+            }
             put(kv_v_.data() + t * hp.v_dim() + size_t(h) * hv, block + pool.v_offset(il, h) + row * pool.v_row_bytes(), hv);
         }
     }

@@ -1,5 +1,7 @@
 #include "engine/kv_cache.h"
 
+#include "kernels/cpu/kernels.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -85,7 +87,23 @@ void KvPool::copy(int32_t src, int32_t dst, uint32_t n) {
     uint8_t* d = data(dst);
     for (uint32_t il = 0; il < hp_.n_layer; ++il)
         for (uint32_t h = 0; h < hp_.n_head_kv; ++h) {
-            std::memcpy(d + k_offset(il, h), s + k_offset(il, h), n * k_row_);
+            if (kv_ == KvType::F16) {  // by dimension: the first n of each column
+                for (uint32_t e = 0; e < hp_.head_dim; ++e) {
+                    const size_t at = k_offset(il, h) + kernels::kcol_f16(e, 0, kBlockTokens);
+                    std::memcpy(d + at, s + at, n * 2);
+                }
+            } else if (kv_ == KvType::Q8_0) {  // groups of 4 dimensions, then the scales
+                for (uint32_t e = 0; e < hp_.head_dim; e += 4) {
+                    const size_t at = k_offset(il, h) + kernels::kcol_q8(e, 0, kBlockTokens);
+                    std::memcpy(d + at, s + at, n * 4);
+                }
+                for (uint32_t b = 0; b < hp_.head_dim / 32; ++b) {
+                    const size_t at = k_offset(il, h) + kernels::kcol_q8_scale(b, 0, hp_.head_dim, kBlockTokens);
+                    std::memcpy(d + at, s + at, n * 2);
+                }
+            } else {
+                std::memcpy(d + k_offset(il, h), s + k_offset(il, h), n * k_row_);
+            }
             std::memcpy(d + v_offset(il, h), s + v_offset(il, h), n * v_row_);
         }
 }

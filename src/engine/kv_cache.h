@@ -67,12 +67,15 @@ public:
     uint8_t* data(int32_t b) { return base_ + size_t(b) * block_bytes_; }
     const uint8_t* data(int32_t b) const { return base_ + size_t(b) * block_bytes_; }
     // Byte offsets in a block of layer il's first key or value row of KV head h; rows follow
-    // each other k_row_bytes() / v_row_bytes() apart.
+    // each other k_row_bytes() / v_row_bytes() apart. In fp16 and Q8_0 pools the keys are
+    // stored by dimension instead (k_cols(); the layouts are kernels::kcol_*), so that attention
+    // reads one dimension of 16 keys with one load and needs no transposition.
     size_t k_offset(uint32_t il, uint32_t h) const { return il * layer_bytes_ + h * size_t(kBlockTokens) * k_row_; }
     size_t v_offset(uint32_t il, uint32_t h) const {
         return il * layer_bytes_ + (size_t(hp_.n_head_kv) * k_row_ + h * size_t(v_row_)) * kBlockTokens;
     }
     size_t k_row_bytes() const { return k_row_; }
+    bool k_cols() const { return kv_ != KvType::F32; }
     size_t v_row_bytes() const { return v_row_; }
 
 private:

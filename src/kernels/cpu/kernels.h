@@ -51,6 +51,9 @@ struct AttnArgs {
     const uint8_t* const* pages;
     size_t page_rows, k_off, v_off, k_row, v_row;
     KvElem elem;
+    // Keys stored by dimension within a page (fp16 and Q8_0; kcol_* below), so that a vector
+    // load reads one dimension of 16 keys (fp16) or 4 dimensions of 16 keys (Q8_0).
+    bool k_cols = false;
     size_t n_keys;
     size_t head_dim, head_dim_v;
     float scale;
@@ -65,11 +68,24 @@ struct AttnArgs {
     // keys that lies wholly before all of them (split attention over ranges).
     size_t key_cap = SIZE_MAX;
 };
+// Keys by dimension (AttnArgs::k_cols), offsets in bytes from the head's first key in a page of
+// page_rows positions. fp16: element d of the key at row j at (d * page_rows + j) * 2. Q8_0: each
+// key is quantised as a Q8_0 row (one fp16 scale per 32 elements); its int8 values + 128 are
+// bytes in groups of 4 dimensions, dimension d of row j at (d / 4 * page_rows + j) * 4 + d % 4
+// (an int8 dot-product instruction's operand: 16 keys x 4 dimensions in 64 bytes), and the
+// scale of block b of row j at head_dim * page_rows + (b * page_rows + j) * 2.
+inline size_t kcol_f16(size_t d, size_t j, size_t page_rows) { return (d * page_rows + j) * 2; }
+inline size_t kcol_q8(size_t d, size_t j, size_t page_rows) { return (d / 4 * page_rows + j) * 4 + d % 4; }
+inline size_t kcol_q8_scale(size_t b, size_t j, size_t head_dim, size_t page_rows) {
+    return head_dim * page_rows + (b * page_rows + j) * 2;
+}
+
 inline constexpr size_t kAttnTile = 64;
-inline constexpr size_t kAttnScoreRows = 4;  // rows whose scores of a tile are held at once
+inline constexpr size_t kAttnScoreRows = 8;  // rows whose scores of a tile are held at once
 // Scores of a tile, one tile of keys and values widened to float, and per row the running sums.
 inline constexpr size_t attn_scratch_floats(size_t rows, size_t head_dim, size_t head_dim_v) {
-    return kAttnTile * (kAttnScoreRows + head_dim + head_dim_v) + rows * (head_dim_v + 2);
+    // ... and per row its query in int8 blocks (head_dim bytes, a scale and a sum per 32).
+    return kAttnTile * (kAttnScoreRows + head_dim + head_dim_v) + rows * (head_dim_v + 2) + rows * (head_dim / 4 + head_dim / 16 + 1);
 }
 
 struct CpuKernels {
@@ -86,6 +102,10 @@ struct CpuKernels {
     // activations to int8 blocks, and the product on packed weights.
     void (*quantize_acts)(const float* x, size_t cols, int8_t* q, float* d, float* ds, float* ds2);
     void (*gemm_int8)(const GemmArgs&);
+    // Whether attention on a Q8_0 cache by dimension rounds the query to int8 blocks of 32 (scale
+    // max|q| / 127, to nearest) and takes its products with the keys in integers, as the int8
+    // matrix path does with activations; the other targets compute in float.
+    bool attn_int8_query = false;
 };
 
 const CpuKernels& scalar_kernels();

@@ -53,6 +53,22 @@ float sum(const float* x, size_t n) {
 // One cached row widened to float: the reference decoders of each element type.
 void kv_row(const AttnArgs& a, size_t j, bool value, float* out) {
     const uint8_t* page = a.pages[j / a.page_rows];
+    if (!value && a.k_cols) {
+        const uint8_t* k = page + a.k_off;
+        const size_t r = j % a.page_rows;
+        for (size_t d = 0; d < a.head_dim; ++d) {
+            if (a.elem == KvElem::F16) {
+                uint16_t h;
+                std::memcpy(&h, k + kcol_f16(d, r, a.page_rows), 2);
+                out[d] = fp16_to_fp32(h);
+            } else {
+                uint16_t h;
+                std::memcpy(&h, k + kcol_q8_scale(d / 32, r, a.head_dim, a.page_rows), 2);
+                out[d] = fp16_to_fp32(h) * float(int(k[kcol_q8(d, r, a.page_rows)]) - 128);
+            }
+        }
+        return;
+    }
     const uint8_t* row = page + (value ? a.v_off + (j % a.page_rows) * a.v_row : a.k_off + (j % a.page_rows) * a.k_row);
     const size_t n = value ? a.head_dim_v : a.head_dim;
     switch (a.elem) {
