@@ -49,6 +49,15 @@ json=$("$celer" bench -m "$tmp/m.gguf" --prompt 16 --gen 4 --reps 1 --json 2>/de
 check "bench --json has prefill_tok_s" grep -q '"prefill_tok_s"' <<<"$json"
 check "bench --json has decode_tok_s" grep -q '"decode_tok_s"' <<<"$json"
 check "bench --json is one line" test "$(wc -l <<<"$json")" -eq 1
+json=$("$celer" bench -m "$tmp/m.gguf" --gen 4 --reps 1 --depths 0,64,200 --json 2>/dev/null)
+check "bench --depths --json is one line with a row per depth" python3 -c '
+import json, sys
+j = json.loads(sys.argv[1])
+assert j["prefill_tok_s"] > 0 and j["decode_tok_s"] > 0
+assert [d["depth"] for d in j["depths"]] == [0, 64, 200]
+assert j["depths"][2]["prefill_s"] >= j["depths"][1]["prefill_s"] > 0
+' "$json"
+check "bench --depths refuses a bad list" bash -c "! '$celer' bench -m '$tmp/m.gguf' --depths 0,,5 2>/dev/null"
 check "info runs" bash -c "'$celer' info -m '$tmp/m.gguf' | grep -q 'architecture:  llama'"
 
 head -c 1000 "$tmp/m.gguf" >"$tmp/cut.gguf"

@@ -101,6 +101,61 @@ ReplayTotals replay_pairs(const Engine& engine, const std::string& dir, const sp
 
 }  // namespace
 
+// --depths D1,D2,...: one context grown from empty through every listed depth in chunks of
+// 4,096 tokens; at each depth n_gen tokens are decoded (reps times, the cache cut back after
+// each) and the prefill time so far is noted, so one run gives decode speed against depth and
+// the time to prefill the longest context.
+struct DepthPoint {
+    size_t depth = 0;
+    double decode_tok_s = 0, prefill_s = 0;  // prefill_s: from an empty context up to depth
+};
+
+std::vector<size_t> parse_depths(const std::string& list) {
+    std::vector<size_t> out;
+    size_t i = 0;
+    while (i <= list.size()) {
+        const size_t j = std::min(list.find(',', i), list.size());
+        const std::string item = list.substr(i, j - i);
+        if (item.empty() || item.find_first_not_of("0123456789") != std::string::npos || item.size() > 8)
+            throw Error(fmt::format("--depths: '{}' is not a list of token counts such as 0,8192,32768", list));
+        out.push_back(size_t(std::stoul(item)));
+        i = j + 1;
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
+std::vector<DepthPoint> depth_sweep(CpuForward& fwd, std::span<const size_t> depths, std::span<const TokenId> ctx,
+                                    std::span<const TokenId> start, int n_gen, int reps) {
+    using clock = std::chrono::steady_clock;
+    std::vector<float> logits;
+    std::vector<DepthPoint> out;
+    fwd.reset();
+    double prefill_s = 0;
+    for (const size_t d : depths) {
+        while (fwd.n_past() < d) {
+            const size_t n = std::min<size_t>(4096, d - fwd.n_past());
+            const auto t0 = clock::now();
+            fwd.eval(ctx.subspan(fwd.n_past(), n), false, logits);
+            prefill_s += std::chrono::duration<double>(clock::now() - t0).count();
+        }
+        std::vector<double> rates;
+        for (int r = 0; r < reps && n_gen > 0; ++r) {
+            fwd.eval(start, false, logits);
+            const auto t0 = clock::now();
+            for (int i = 0; i < n_gen; ++i) {
+                const TokenId next = TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin());
+                fwd.eval(std::span(&next, 1), false, logits);
+            }
+            rates.push_back(n_gen / std::chrono::duration<double>(clock::now() - t0).count());
+            fwd.truncate(uint32_t(d));
+        }
+        out.push_back({d, rates.empty() ? 0 : median(rates), prefill_s});
+    }
+    return out;
+}
+
 int cmd_bench(Args& a) {
     std::string model = a.value_or({"-m", "--model"}, "");
     EngineOptions eo;
@@ -111,6 +166,8 @@ int cmd_bench(Args& a) {
     const int n_prompt = int(a.int_or({"--prompt", "-p"}, 512, 0, 1 << 20));
     const int n_gen = int(a.int_or({"--gen", "-n"}, 128, 0, 1 << 20));
     const int depth = int(a.int_or({"--depth", "-d"}, 0, 0, 1 << 20));
+    const std::string depths_arg = a.value_or({"--depths"}, "");
+    const std::vector<size_t> depths = depths_arg.empty() ? std::vector<size_t>() : parse_depths(depths_arg);
     const int reps = int(a.int_or({"--reps", "-r"}, 3, 1, 1000));
     const bool json = a.flag({"--json"});
     // Speculative decoding: the cost of verifying k guesses against plain decoding, and the
@@ -125,6 +182,10 @@ int cmd_bench(Args& a) {
     if (model.empty()) model = demo_model_path();
     const size_t max_pass = size_t(sp.max_draft) + 1;
     eo.n_ctx = uint32_t(depth + std::max<size_t>({size_t(n_prompt), size_t(n_gen + 1), max_pass}) + 1);
+    if (!depths.empty()) {
+        if (depths.back() + size_t(n_gen) + 2 > (1u << 20)) throw Error("--depths: at most 1,048,576 positions");
+        eo.n_ctx = uint32_t(depths.back() + size_t(n_gen) + 2);
+    }
 
     using clock = std::chrono::steady_clock;
     Engine engine(model, eo);
@@ -137,8 +198,31 @@ int cmd_bench(Args& a) {
         for (auto& t : v) t = pick(rng);
         return v;
     };
-    const auto ctx = random_tokens(depth);
+    const auto ctx = random_tokens(depths.empty() ? depth : int(depths.back()));
     const auto prompt = random_tokens(std::max(n_prompt, 1));
+    if (!depths.empty()) {
+        const auto points = depth_sweep(fwd, depths, ctx, std::span(prompt.data(), 1), n_gen, reps);
+        const double first = points.front().decode_tok_s;
+        const double pf = points.back().depth ? double(points.back().depth) / points.back().prefill_s : 0;
+        if (json) {
+            std::string rows;
+            for (const auto& p : points)
+                rows += fmt::format("{}{{\"depth\": {}, \"decode_tok_s\": {:.3f}, \"kept_pct\": {:.1f}, \"prefill_s\": {:.3f}}}",
+                                    rows.empty() ? "" : ", ", p.depth, p.decode_tok_s, first > 0 ? 100.0 * p.decode_tok_s / first : 0.0,
+                                    p.prefill_s);
+            fmt::print("{{\"model\": \"{}\", \"arch\": \"{}\", \"threads\": {}, \"kernels\": \"{}\", \"kv_type\": \"{}\", \"gen\": {}, "
+                       "\"reps\": {}, \"prefill_tok_s\": {:.3f}, \"decode_tok_s\": {:.3f}, \"depths\": [{}]}}\n",
+                       json_escape(model), arch_name(m.hp.arch), engine.n_threads(), engine.kernel_target(), kv_type_name(fwd.kv_type()),
+                       n_gen, reps, pf, first, rows);
+        } else {
+            fmt::print("model {} ({}), {} threads, kernels {}, kv {}, {} tokens decoded per depth, {} reps (medians)\n", model,
+                       arch_name(m.hp.arch), engine.n_threads(), engine.kernel_target(), kv_type_name(fwd.kv_type()), n_gen, reps);
+            for (const auto& p : points)
+                fmt::print("depth {:>7}: decode {:>8.2f} tok/s ({:5.1f}% of depth {}), prefilled in {:.1f} s\n", p.depth, p.decode_tok_s,
+                           first > 0 ? 100.0 * p.decode_tok_s / first : 0.0, points.front().depth, p.prefill_s);
+        }
+        return 0;
+    }
     std::vector<double> prefill, decode;
     std::vector<float> logits;
     // As llama-bench: prefill of the prompt and decode of n_gen tokens are separate runs, each

@@ -26,7 +26,7 @@ commands:
             Architecture, shapes, tensor types, bytes read per token, KV cache per context.
   tokenize  -m FILE (TEXT | --file PATH) [--special] [--bos]
             Token ids separated by spaces.
-  bench     -m FILE [-t N] [--prompt N] [--gen N] [--depth N] [--reps N] [--kv-type f16|f32|q8_0] [--json]
+  bench     -m FILE [-t N] [--prompt N] [--gen N] [--depth N | --depths 0,8192,32768] [--reps N] [--kv-type f16|f32|q8_0] [--json]
             [--verify] [--replay PAIRS_DIR [--spec suffix|ngram] [--draft N]]
             Prefill and decode tok/s, and decode against the measured bandwidth roofline.
   serve     -m FILE [--host H] [--port P] [--api-key K] [-t THREADS] [-np SEQUENCES] [-c CTX]
