@@ -58,6 +58,14 @@ void parse_bodies(std::string_view body) {
     } catch (const celer::Error&) {
     }
     try {
+        // The same request fitted into a small context by dropping turns (--ctx-overflow drop-turns).
+        celer::server::Limits tight = lim;
+        tight.ctx = 48;
+        tight.drop_turns = true;
+        (void)celer::server::parse_chat(j, m, tight);
+    } catch (const celer::Error&) {
+    }
+    try {
         (void)celer::server::parse_completion(j, m, lim);
     } catch (const celer::Error&) {
     }
