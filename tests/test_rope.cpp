@@ -30,6 +30,17 @@ HParams qwen_7b_rope() {
     return hp;
 }
 
+// A synthetic model's options with YaRN metadata: factor 4 over orig_ctx positions.
+synth::Options yarn_options(const char* shape, const char* type, uint32_t orig_ctx) {
+    synth::Options o;
+    o.shape = shape;
+    o.type = type;
+    o.rope_scaling = "yarn";
+    o.rope_scale = 4;
+    o.rope_orig_ctx = orig_ctx;
+    return o;
+}
+
 }  // namespace
 
 // YaRN (Peng et al., arXiv 2309.00071, section 3; as Hugging Face's Qwen2 applies it): pair i of
@@ -129,13 +140,8 @@ TEST(Rope, ForwardMatchesReferenceWithYarn) {
 
 // YaRN from the file's metadata, as converters write Qwen2.5's rope_scaling; flags override it.
 TEST(Rope, YarnFromGgufMetadata) {
+    synth::Options o = yarn_options("tiny-qwen2", "f32", 256);
     const auto path = (test::scratch_dir() / "tiny-qwen2-yarn.gguf").string();
-    synth::Options o;
-    o.shape = "tiny-qwen2";
-    o.type = "f32";
-    o.rope_scaling = "yarn";
-    o.rope_scale = 4;
-    o.rope_orig_ctx = 256;
     synth::write_model(o, path);
     const auto m = load_model(path);
     EXPECT_EQ(m->hp.rope_scaling, RopeScaling::Yarn);
@@ -167,13 +173,7 @@ TEST(Rope, YarnFromGgufMetadata) {
 // across the original context and the scaled one.
 TEST(LongContext, Tiny131072TokensMatchTheReference) {
     const auto path = (test::scratch_dir() / "tiny-long-yarn.gguf").string();
-    synth::Options o;
-    o.shape = "tiny-long";
-    o.type = "q8_0";
-    o.rope_scaling = "yarn";
-    o.rope_scale = 4;
-    o.rope_orig_ctx = 32768;
-    synth::write_model(o, path);
+    synth::write_model(yarn_options("tiny-long", "q8_0", 32768), path);
     constexpr uint32_t kTokens = 131072;
     EngineOptions eo;
     eo.n_threads = 2;
