@@ -203,11 +203,11 @@ int cmd_bench(Args& a) {
     if (!depths.empty()) {
         const auto points = depth_sweep(fwd, depths, ctx, std::span(prompt.data(), 1), n_gen, reps);
         const double first = points.front().decode_tok_s;
-        const double pf = points.back().depth ? double(points.back().depth) / points.back().prefill_s : 0;
+        const double pf = points.back().prefill_s > 0 ? double(points.back().depth) / points.back().prefill_s : 0;
         if (json) {
             std::string rows;
             for (const auto& p : points)
-                rows += fmt::format("{}{{\"depth\": {}, \"decode_tok_s\": {:.3f}, \"kept_pct\": {:.1f}, \"prefill_s\": {:.3f}}}",
+                rows += fmt::format("{}{{\"depth\": {}, \"decode_tok_s\": {:.3f}, \"kept_pct\": {:.1f}, \"prefill_s\": {:.6f}}}",
                                     rows.empty() ? "" : ", ", p.depth, p.decode_tok_s, first > 0 ? 100.0 * p.decode_tok_s / first : 0.0,
                                     p.prefill_s);
             fmt::print("{{\"model\": \"{}\", \"arch\": \"{}\", \"threads\": {}, \"kernels\": \"{}\", \"kv_type\": \"{}\", \"gen\": {}, "
