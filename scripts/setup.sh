@@ -13,6 +13,8 @@ packages=(
   libsqlite3-dev        # celer serve: stored responses
   libgtest-dev          # unit tests
   clang libclang-rt-14-dev  # libFuzzer and the sanitizer runtimes for scripts/fuzz.sh
+  bubblewrap            # celer code: the sandbox its commands run in
+  tmux                  # celer code's terminal tests (send-keys, capture-pane)
 )
 
 # Node.js runs the reference tokenizers the tests compare against, and the official openai client

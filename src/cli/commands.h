@@ -13,6 +13,7 @@ int cmd_tokenize(Args& a);
 int cmd_bench(Args& a);
 int cmd_template(Args& a);
 int cmd_serve(Args& a);
+int cmd_code(Args& a);
 
 // The model a command should use when -m is not given: a small synthetic demo model, written
 // to the cache directory on first use. Returns its path.

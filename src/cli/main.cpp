@@ -34,6 +34,13 @@ commands:
             [--spec suffix|ngram|off] [--draft N] [--draft-fixed] [--rope-scaling ...] [--rope-scale S]
             [--ctx-overflow error|drop-turns]
             OpenAI-compatible server (Chat Completions, Completions, Responses, WebSocket).
+  code      (-m FILE | --url URL) [--api-key K] [--approval ask|writes|auto] [--allow-network]
+            [--no-sandbox] [--exec TASK] [--resume] [--session FILE] [--transport auto|ws|sse]
+            [--workspace DIR] [--model-name NAME] [--max-steps N] [--max-output-tokens N]
+            [--command-timeout S] [-t THREADS] [-c CTX]
+            A terminal coding agent: reads, searches and edits the files of the workspace and runs
+            commands in a bubblewrap sandbox, asking approval as --approval says. Esc interrupts;
+            typing while it works queues a redirect. -m starts a local `celer serve`.
   template  -m FILE --messages CONVERSATION.json [--template FILE.jinja] [--no-generation-prompt] [--ids]
             Render a conversation through the model's chat template.
   synth     --shape NAME [--type TYPE] [--vocab GGUF|tokenizer.json] [--layers N] [--seed S] -o OUT.gguf
@@ -62,6 +69,7 @@ int main(int argc, char** argv) {
         if (cmd == "tokenize") return cmd_tokenize(a);
         if (cmd == "bench") return cmd_bench(a);
         if (cmd == "template") return cmd_template(a);
+        if (cmd == "code") return cmd_code(a);
 #ifdef CELER_HAVE_SERVER
         if (cmd == "serve") return cmd_serve(a);
 #else

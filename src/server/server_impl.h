@@ -320,7 +320,9 @@ struct Server::Impl {
     }
 
     awaitable<void> models(beast::tcp_stream& s, const Request& req) {
-        json m = {{"id", model.id()}, {"object", "model"}, {"created", unix_now()}, {"owned_by", "celer"}};
+        // max_model_len (vLLM's name): the tokens one sequence holds, so a client (celer code's
+        // status line, Codex's model_context_window) can show and budget its context.
+        json m = {{"id", model.id()}, {"object", "model"}, {"created", unix_now()}, {"owned_by", "celer"}, {"max_model_len", sched.slot_ctx()}};
         json list = {{"object", "list"}, {"data", json::array()}};
         list["data"].push_back(std::move(m));
         co_await send_json(s, req, 200, list);

@@ -1,0 +1,357 @@
+#include "agent/tui.h"
+
+#include <cerrno>
+#include <cstdio>
+
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+namespace celer::agent {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::string_view kDim = "\x1b[2m", kCyan = "\x1b[36m", kYellow = "\x1b[33m", kReverse = "\x1b[7m", kReset = "\x1b[0m";
+// Two Ctrl-C this close together exit.
+constexpr auto kDoubleCtrlC = std::chrono::seconds(2);
+// A lone ESC is the Esc key unless the rest of an escape sequence follows within this time.
+constexpr int kEscWaitMs = 30;
+
+// Columns `s` takes on screen: escape sequences take none, a UTF-8 character one.
+size_t visible_width(std::string_view s) {
+    size_t w = 0;
+    for (size_t i = 0; i < s.size(); ++i) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c == 0x1b && i + 1 < s.size() && s[i + 1] == '[') {
+            i += 2;
+            while (i < s.size() && !(s[i] >= 0x40 && s[i] <= 0x7e)) ++i;
+        } else if (c == '\t') {
+            w = (w / 8 + 1) * 8;
+        } else if ((c & 0xc0) != 0x80 && c >= 0x20) {
+            ++w;
+        }
+    }
+    return w;
+}
+
+// The last `cols` columns of plain text (for an input line longer than the screen).
+std::string tail_columns(const std::string& s, size_t cols) {
+    size_t w = 0, i = s.size();
+    while (i > 0 && w < cols) {
+        --i;
+        if ((static_cast<unsigned char>(s[i]) & 0xc0) != 0x80) ++w;
+    }
+    return s.substr(i);
+}
+
+// The first `cols` columns (status lines never wrap: the footer's height must stay known).
+std::string head_columns(const std::string& s, size_t cols) {
+    size_t w = 0, i = 0;
+    for (; i < s.size(); ++i) {
+        if ((static_cast<unsigned char>(s[i]) & 0xc0) != 0x80) {
+            if (w == cols) break;
+            ++w;
+        }
+    }
+    return s.substr(0, i);
+}
+
+void pop_utf8(std::string& s) {
+    while (!s.empty()) {
+        const unsigned char c = static_cast<unsigned char>(s.back());
+        s.pop_back();
+        if ((c & 0xc0) != 0x80) break;
+    }
+}
+
+}  // namespace
+
+Tui::Tui(std::string title, int in_fd, int out_fd) : in_(in_fd), out_(out_fd), title_(std::move(title)) {
+    if (::tcgetattr(in_, &saved_) == 0) {
+        termios t = saved_;
+        // No line editing, echo or signals (the agent reads Esc and Ctrl-C itself); output
+        // processing stays on, so '\n' still returns the carriage.
+        t.c_lflag &= ~tcflag_t(ICANON | ECHO | ISIG | IEXTEN);
+        t.c_iflag &= ~tcflag_t(IXON | ICRNL | INLCR);
+        t.c_cc[VMIN] = 1;
+        t.c_cc[VTIME] = 0;
+        raw_ = ::tcsetattr(in_, TCSAFLUSH, &t) == 0;
+    }
+    draw_footer();
+}
+
+Tui::~Tui() {
+    erase_footer();
+    if (!at_line_start_ || !partial_.empty()) write("\n");
+    if (raw_) ::tcsetattr(in_, TCSAFLUSH, &saved_);
+}
+
+void Tui::write(std::string_view s) const {
+    while (!s.empty()) {
+        const ssize_t n = ::write(out_, s.data(), s.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return;
+        s.remove_prefix(size_t(n));
+    }
+}
+
+int Tui::columns() const {
+    winsize ws{};
+    if (::ioctl(out_, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+    return 80;
+}
+
+void Tui::erase_footer() {
+    if (footer_rows_ == 0) return;
+    std::string s = "\r";
+    if (footer_rows_ > 1) s += fmt::format("\x1b[{}A", footer_rows_ - 1);
+    s += "\x1b[J";
+    write(s);
+    footer_rows_ = 0;
+}
+
+void Tui::draw_footer() {
+    const size_t cols = size_t(columns());
+    std::string s;
+    int rows = 0;
+    if (!partial_.empty()) {
+        s += partial_;
+        s += kReset;
+        s += "\r\n";
+        rows += int((visible_width(partial_) + cols - 1) / cols);
+    }
+    const std::string status = head_columns(fmt::format(" {} │ {}", title_, status_text_), cols - 1);
+    s += fmt::format("{}{}{}\r\n", kReverse, status, kReset);
+    const std::string prompt = busy_ ? "… " : "> ";
+    s += prompt + tail_columns(input_, cols - 1 - visible_width(prompt));
+    rows += 2;
+    write(s);
+    footer_rows_ = rows;
+}
+
+void Tui::redraw() {
+    erase_footer();
+    draw_footer();
+}
+
+void Tui::output(std::string_view text) {
+    erase_footer();
+    partial_.append(text);
+    size_t nl;
+    std::string done;
+    while ((nl = partial_.find('\n')) != std::string::npos) {
+        done.append(partial_, 0, nl);
+        done += kReset;
+        done += "\r\n";
+        partial_.erase(0, nl + 1);
+    }
+    write(done);
+    at_line_start_ = partial_.empty();
+    draw_footer();
+}
+
+void Tui::print(std::string_view text) {
+    if (!partial_.empty()) output("\n");
+    output(text);
+    if (!text.empty() && text.back() != '\n') output("\n");
+}
+
+void Tui::assistant_text(std::string_view delta) { output(delta); }
+
+void Tui::assistant_end() {
+    if (!partial_.empty()) output("\n");
+}
+
+void Tui::info(std::string_view text) {
+    if (!partial_.empty()) output("\n");
+    std::string s;
+    size_t start = 0;
+    while (start <= text.size()) {
+        const size_t nl = text.find('\n', start);
+        const std::string_view line = text.substr(start, nl == std::string_view::npos ? std::string_view::npos : nl - start);
+        if (!(nl == std::string_view::npos && line.empty() && start > 0))
+            s += fmt::format("{}{}{}{}\n", kCyan, start == 0 ? "● " : "  ", line, kReset);
+        if (nl == std::string_view::npos) break;
+        start = nl + 1;
+    }
+    output(s);
+}
+
+void Tui::command_output(std::string_view chunk) {
+    std::string s;
+    for (const char c : chunk) {
+        if (at_line_start_ && c != '\n') s += kDim;
+        at_line_start_ = c == '\n';
+        if (c == '\n') s += kReset;
+        s += c;
+    }
+    output(s);
+    at_line_start_ = partial_.empty();
+}
+
+void Tui::status(const AgentStatus& st) {
+    busy_ = st.phase != "ready";
+    std::string s = st.phase;
+    if (st.tok_s > 0) s += fmt::format(" │ {:.1f} tok/s", st.tok_s);
+    if (st.context_window > 0)
+        s += fmt::format(" │ ctx {}/{} ({:.0f}%)", st.context_used, st.context_window, 100.0 * double(st.context_used) / double(st.context_window));
+    else if (st.context_used > 0)
+        s += fmt::format(" │ ctx {}", st.context_used);
+    if (st.queued > 0) s += fmt::format(" │ {} queued", st.queued);
+    s += busy_ ? " │ Esc: stop" : " │ /help";
+    status_text_ = std::move(s);
+    redraw();
+}
+
+void Tui::set_title(std::string t) {
+    title_ = std::move(t);
+    redraw();
+}
+
+void Tui::read_keys(int wait_ms, bool busy) {
+    pollfd p{in_, POLLIN, 0};
+    if (::poll(&p, 1, wait_ms) <= 0) return;
+    char buf[4096];
+    const ssize_t n = ::read(in_, buf, sizeof buf);
+    if (n == 0) {  // the terminal went away: leave as on two Ctrl-C
+        events_.push_back({InputEvent::Exit, {}});
+        return;
+    }
+    if (n < 0) return;
+    pending_bytes_.append(buf, size_t(n));
+    bool edited = false;
+    size_t i = 0;
+    while (i < pending_bytes_.size()) {
+        const unsigned char c = static_cast<unsigned char>(pending_bytes_[i]);
+        if (c == 0x1b) {
+            if (i + 1 == pending_bytes_.size()) {
+                pollfd q{in_, POLLIN, 0};
+                if (::poll(&q, 1, kEscWaitMs) > 0) {
+                    const ssize_t m = ::read(in_, buf, sizeof buf);
+                    if (m > 0) {
+                        pending_bytes_.append(buf, size_t(m));
+                        continue;
+                    }
+                }
+                events_.push_back({InputEvent::Interrupt, {}});
+                ++i;
+                continue;
+            }
+            const char next = pending_bytes_[i + 1];
+            i += 2;
+            if (next == '[' || next == 'O') {  // a key's escape sequence (arrows, ...): skipped
+                while (i < pending_bytes_.size() && !(pending_bytes_[i] >= 0x40 && pending_bytes_[i] <= 0x7e)) ++i;
+                ++i;
+            }
+            continue;
+        }
+        ++i;
+        if (c == 0x03) {  // Ctrl-C
+            const auto now = Clock::now();
+            const bool twice = last_ctrl_c_ && now - *last_ctrl_c_ < kDoubleCtrlC;
+            last_ctrl_c_ = now;
+            if (twice) {
+                events_.push_back({InputEvent::Exit, {}});
+            } else if (busy) {
+                events_.push_back({InputEvent::Interrupt, {}});
+            } else if (!input_.empty()) {
+                input_.clear();
+                edited = true;
+            } else {
+                info("press Ctrl-C again to exit");
+            }
+        } else if (c == 0x04) {  // Ctrl-D on an empty line
+            if (input_.empty() && !busy) events_.push_back({InputEvent::Exit, {}});
+        } else if (c == '\r' || c == '\n') {
+            if (!input_.empty()) events_.push_back({InputEvent::Line, std::move(input_)});
+            input_.clear();
+            edited = true;
+        } else if (c == 0x7f || c == 0x08) {
+            pop_utf8(input_);
+            edited = true;
+        } else if (c == 0x15) {  // Ctrl-U
+            input_.clear();
+            edited = true;
+        } else if (c == '\t') {
+            input_ += ' ';
+            edited = true;
+        } else if (c >= 0x20) {
+            input_ += char(c);
+            edited = true;
+        }
+    }
+    pending_bytes_.erase(0, std::min(i, pending_bytes_.size()));
+    if (edited) redraw();
+}
+
+InputEvent Tui::poll_input() {
+    if (events_.empty()) read_keys(0, true);
+    if (events_.empty()) return {};
+    InputEvent e = std::move(events_.front());
+    events_.pop_front();
+    return e;
+}
+
+std::optional<std::string> Tui::read_line() {
+    for (;;) {
+        while (!events_.empty()) {
+            InputEvent e = std::move(events_.front());
+            events_.pop_front();
+            if (e.kind == InputEvent::Exit) return std::nullopt;
+            if (e.kind == InputEvent::Line) return e.text;
+        }
+        read_keys(-1, false);
+    }
+}
+
+Answer Tui::ask(std::string_view question) {
+    info(fmt::format("allow? {}", question));
+    output(fmt::format("{}  [y] yes  [n] no  [Esc] stop{}\n", kYellow, kReset));
+    for (;;) {
+        pollfd p{in_, POLLIN, 0};
+        if (::poll(&p, 1, -1) <= 0) continue;
+        char c = 0;
+        const ssize_t n = ::read(in_, &c, 1);
+        if (n == 0) return Answer::Interrupt;
+        if (n < 0) continue;
+        if (c == 'y' || c == 'Y') {
+            info("approved");
+            return Answer::Yes;
+        }
+        if (c == 'n' || c == 'N') return Answer::No;
+        if (c == 0x1b || c == 0x03) {
+            // Drain an escape sequence's tail, if this ESC began one.
+            pollfd q{in_, POLLIN, 0};
+            char rest[64];
+            if (c == 0x1b && ::poll(&q, 1, kEscWaitMs) > 0 && ::read(in_, rest, sizeof rest) > 0) continue;
+            return Answer::Interrupt;
+        }
+    }
+}
+
+void ExecUi::assistant_text(std::string_view delta) {
+    std::fwrite(delta.data(), 1, delta.size(), stdout);
+    std::fflush(stdout);
+    if (!delta.empty()) line_open_ = delta.back() != '\n';
+}
+
+void ExecUi::assistant_end() {
+    if (line_open_) std::fputc('\n', stdout);
+    std::fflush(stdout);
+    line_open_ = false;
+}
+
+void ExecUi::info(std::string_view text) {
+    fmt::print(stderr, "● {}\n", text);
+    std::fflush(stderr);
+}
+
+void ExecUi::command_output(std::string_view chunk) {
+    std::fwrite(chunk.data(), 1, chunk.size(), stderr);
+    std::fflush(stderr);
+}
+
+}  // namespace celer::agent
