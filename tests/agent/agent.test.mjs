@@ -164,6 +164,19 @@ describe('celer code --exec against a scripted model', () => {
     assert.match(outputs(reqs[2])[0], /\$1 - \$2/, 'reads need no approval in the default mode');
   });
 
+  test('long command output: the model gets its head and tail, the user all of it', async () => {
+    const { ws, env } = setup();
+    const s = await scripted([{ steps: [call('run_command', { command: 'seq 1 100000' })] }, { steps: [{ text: 'ok' }] }]);
+    const r = await exec(['--url', s.url, '--approval', 'auto', '--exec', 'count'], { cwd: ws, env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /\n99999\n100000\n/, 'the user sees every line');
+    const out = outputs(creates(s)[1])[0];
+    assert.ok(out.length < 20_000, `bounded for the model (${out.length} bytes)`);
+    assert.match(out, /^1\n2\n3\n/);
+    assert.match(out, /omitted/);
+    assert.match(out, /100000\n\[exit status 0\]$/);
+  });
+
   test('a server that is not there, or refuses the key, is a clear error', async () => {
     const { ws, env } = setup();
     const r = await exec(['--url', 'http://127.0.0.1:9/v1', '--exec', 'x'], { cwd: ws, env });
@@ -286,6 +299,47 @@ describe('celer code in a terminal (tmux)', () => {
       t.sendKeys('Enter');
       for (let i = 0; i < 100 && fs.readFileSync(path.join(ws, 'add.sh'), 'utf8').includes('+'); i++) await new Promise((r) => setTimeout(r, 50));
       assert.equal(fs.readFileSync(path.join(ws, 'add.sh'), 'utf8'), 'echo $(( $1 - $2 ))\n');
+    } finally {
+      t.kill();
+    }
+  });
+
+  test('/compact keeps only the summary, /clear forgets, /model renames', async () => {
+    const { ws, env } = setup();
+    const s = await scripted([
+      { steps: [{ text: 'The answer is 42.' }] },
+      { expect: 'Summarise this conversation', steps: [{ text: 'SUMMARY: user asked; answer 42.' }] },
+      { expect: 'SUMMARY: user asked', steps: [{ text: 'Still 42.' }] },
+      { steps: [{ text: 'Fresh start.' }] },
+    ]);
+    const t = await tui(['--url', s.url], { ws, env });
+    try {
+      t.type('what is the answer?');
+      t.sendKeys('Enter');
+      await t.waitFor('The answer is 42.');
+      t.type('/compact');
+      t.sendKeys('Enter');
+      await t.waitFor('compacted');
+      t.type('and now?');
+      t.sendKeys('Enter');
+      await t.waitFor('Still 42.');
+      let reqs = creates(s);
+      assert.equal(reqs[2].body.previous_response_id, undefined, 'a compacted conversation starts over on the server');
+      assert.deepEqual(reqs[2].body.input.map((i) => i.role), ['user', 'user']);
+      assert.equal(reqs[1].body.tools, undefined, 'no tools while summarising');
+      t.type('/model other-model');
+      t.sendKeys('Enter');
+      await t.waitFor('model: other-model');
+      t.type('/clear');
+      t.sendKeys('Enter');
+      await t.waitFor('the conversation is cleared');
+      t.type('hi');
+      t.sendKeys('Enter');
+      await t.waitFor('Fresh start.');
+      reqs = creates(s);
+      assert.equal(reqs[3].body.model, 'other-model');
+      assert.equal(reqs[3].body.previous_response_id, undefined);
+      assert.equal(reqs[3].body.input.length, 1);
     } finally {
       t.kill();
     }
