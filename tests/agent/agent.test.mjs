@@ -254,6 +254,42 @@ describe('celer code in a terminal (tmux)', () => {
     }
   });
 
+  test('Esc stops a running command; a line typed while one runs is sent at the next step', async () => {
+    const { ws, env } = setup();
+    const s = await scripted([
+      { steps: [call('run_command', { command: 'echo started; sleep 60; echo never' })] },
+      { steps: [call('run_command', { command: 'echo first; sleep 1; echo second' })] },
+      { expect: 'also check the README', steps: [{ text: 'Checked the README too.' }] },
+    ]);
+    const t = await tui(['--url', s.url, '--approval', 'auto'], { ws, env });
+    try {
+      t.type('run the slow thing');
+      t.sendKeys('Enter');
+      await t.waitFor(/^started$/m);
+      t.sendKeys('Escape');
+      await t.waitFor('[stopped: the user interrupted the command]');
+      await t.waitFor('● interrupted');
+      assert.equal(creates(s).length, 1, 'nothing sent after a plain interrupt');
+      const ps = spawnSync('pgrep', ['-f', 'sleep 60'], { encoding: 'utf8' });
+      assert.equal(ps.stdout.trim(), '', 'the command and its children were killed');
+
+      t.type('now the quick one');
+      t.sendKeys('Enter');
+      await t.waitFor(/^first$/m);
+      t.type('also check the README');
+      t.sendKeys('Enter');
+      await t.waitFor('Checked the README too.');
+      const third = creates(s)[2].body.input;
+      assert.deepEqual(third.map((i) => i.type), ['function_call_output', 'message'], 'the tool result, then the queued line');
+      assert.match(third[0].output, /first\nsecond/);
+      assert.match(JSON.stringify(third[1]), /also check the README/);
+      const second = creates(s)[1].body.input;
+      assert.match(JSON.stringify(second), /interrupted the command/, 'the model learns the command was stopped');
+    } finally {
+      t.kill();
+    }
+  });
+
   test('a denied approval leaves the file alone and tells the model', async () => {
     const { ws, env } = setup();
     const s = await scripted([
