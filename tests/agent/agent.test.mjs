@@ -444,4 +444,26 @@ describe('celer code against celer serve', () => {
       t.kill();
     }
   });
+
+  test('SSE, and Esc cancelling a long answer on the server', async () => {
+    const { ws, env } = setup();
+    const server = await startServer({ model: synthQwen(), args: ['-c', '16384'] });
+    const r = await exec(['--url', server.baseURL, '--transport', 'sse', '--max-output-tokens', '8', '--exec', 'hi'], { cwd: ws, env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /\(sse\)/);
+    assert.doesNotMatch(r.stderr, /error/);
+
+    const t = await tui(['--url', server.baseURL], { ws, env });
+    try {
+      t.type('write a very long story');
+      t.sendKeys('Enter');
+      await t.waitFor(/streaming/);
+      t.sendKeys('Escape');
+      await t.waitFor('● interrupted');
+      const m = await (await fetch(`${server.url}/metrics`)).text();
+      assert.match(m, /celer_generations_cancelled_total [1-9]/, m.split('\n').filter((l) => /cancel/.test(l)).join('\n'));
+    } finally {
+      t.kill();
+    }
+  });
 });
