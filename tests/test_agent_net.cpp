@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -75,6 +76,7 @@ TEST(AgentNet, UrlsAsOpenAIClientsTakeThem) {
     EXPECT_EQ(u.base_path, "/v1");
     u = Url::parse("http://[::1]:7000/api/v1");
     EXPECT_EQ(u.host, "::1");
+    EXPECT_EQ(u.host_header(), "[::1]:7000");
     EXPECT_EQ(u.base_path, "/api/v1");
     EXPECT_EQ(Url::parse("http://example.com").port, "80");
     for (const char* bad : {"https://x:1", "ftp://x", "http://", "http://x:abc", "http://:80", "http://x:123456"})
@@ -197,6 +199,15 @@ TEST(AgentNet, ClientFramesAreMaskedAndRoundTrip) {
 
 TEST(AgentNet, HandshakeAcceptKeyOfRfc6455) {
     EXPECT_EQ(ws_accept_for("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");  // RFC 6455 section 1.3
+    const auto hex = [](const std::string& d) {
+        std::string h;
+        for (unsigned char c : d) h += fmt::format("{:02x}", c);
+        return h;
+    };
+    EXPECT_EQ(hex(sha1("abc")), "a9993e364706816aba3e25717850c26c9cd0d89d");  // FIPS 180 examples
+    EXPECT_EQ(hex(sha1("")), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    EXPECT_EQ(hex(sha1("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")), "84983e441c3bd26ebaae4aa1f95129e5e54670f1");
+    EXPECT_EQ(hex(sha1(std::string(1000000, 'a'))), "34aa973cd4c4daa4f61eeb2bdbad27316534016f");
     EXPECT_EQ(base64(""), "");
     EXPECT_EQ(base64("f"), "Zg==");
     EXPECT_EQ(base64("fo"), "Zm8=");

@@ -13,6 +13,17 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// A command's output is kept for the model up to this size; beyond it only the first and last
+// halves stay (the model sees at most max_tool_output of it anyway; `yes` must not fill memory).
+constexpr size_t kKeepOutput = 4u << 20;
+
+void keep_bounded(std::string& output, size_t& omitted) {
+    if (output.size() <= kKeepOutput + kKeepOutput / 2) return;
+    const size_t drop = output.size() - kKeepOutput;
+    output.erase(kKeepOutput / 2, drop);
+    omitted += drop;
+}
+
 // How long a cancelled response may take to send its final event before the agent stops
 // waiting for it (the server may be stuck; the user asked to stop now).
 constexpr auto kCancelGrace = std::chrono::seconds(3);
@@ -87,6 +98,15 @@ Agent::Agent(AgentConfig cfg, std::unique_ptr<Transport> transport, Workspace ws
 void Agent::load(std::vector<json> items) {
     items_ = std::move(items);
     last_response_id_.clear();
+    // A session that ended inside a tool call (a crash, an exit) left calls with no output;
+    // servers refuse a conversation like that, so each gets one saying what happened.
+    std::vector<std::string> open;
+    for (const json& i : items_) {
+        const std::string id = str_field(i, "call_id");
+        if (str_field(i, "type") == "function_call") open.push_back(id);
+        if (str_field(i, "type") == "function_call_output") std::erase(open, id);
+    }
+    for (const std::string& id : open) add({{"type", "function_call_output"}, {"call_id", id}, {"output", "Not run: the session ended first."}});
 }
 
 void Agent::add(json item) {
@@ -102,6 +122,7 @@ void Agent::set_phase(std::string p) {
 
 void Agent::clear() {
     items_.clear();
+    queued_.clear();
     undo_.clear();
     last_response_id_.clear();
     status_.context_used = 0;
@@ -141,7 +162,9 @@ bool Agent::check_input(bool& exit) {
     for (;;) {
         InputEvent ev = ui_.poll_input();
         if (ev.kind == InputEvent::None) return interrupted;
-        if (ev.kind == InputEvent::Line) {
+        if (ev.kind == InputEvent::Line && ev.text.starts_with("/")) {
+            ui_.info(fmt::format("{}: commands run when the agent is ready (not queued)", ev.text));
+        } else if (ev.kind == InputEvent::Line) {
             queued_.push_back(std::move(ev.text));
             ui_.info(fmt::format("queued: {} (sent at the next step; Esc sends it now)", queued_.back()));
             set_phase(status_.phase);
@@ -207,7 +230,10 @@ Agent::Response Agent::stream_response(const json& request) {
                 }
             }
         }
-        if (cancelled_at && Clock::now() - *cancelled_at > kCancelGrace) break;
+        if (cancelled_at && Clock::now() - *cancelled_at > kCancelGrace) {
+            transport_->abandon();
+            break;
+        }
         if (first_token && deltas > 1) {
             const double secs = std::chrono::duration<double>(Clock::now() - *first_token).count();
             if (secs > 0.25) {
@@ -217,7 +243,8 @@ Agent::Response Agent::stream_response(const json& request) {
         }
     }
     if (r.usage.is_object()) {
-        const long long in = r.usage.value("input_tokens", 0LL), out = r.usage.value("output_tokens", 0LL);
+        const auto count = [&](const char* k) { return r.usage.contains(k) && r.usage[k].is_number_integer() ? r.usage[k].get<long long>() : 0LL; };
+        const long long in = count("input_tokens"), out = count("output_tokens");
         status_.context_used = in + out;
         if (first_token && out > 1) {
             const double secs = std::chrono::duration<double>(Clock::now() - *first_token).count();
@@ -233,6 +260,12 @@ bool Agent::submit(const std::string& user_text) {
     const bool go_on = run_turn();
     set_phase("ready");
     return go_on;
+}
+
+void Agent::drop_queued() {
+    if (queued_.empty()) return;
+    ui_.info(fmt::format("not sent: {}", join_queued(queued_)));
+    set_phase(status_.phase);
 }
 
 bool Agent::run_turn() {
@@ -264,6 +297,7 @@ bool Agent::run_turn() {
         if (!r.error.empty()) {
             last_response_id_.clear();
             ui_.info(fmt::format("error: {}", r.error));
+            drop_queued();
             return true;
         }
         for (const json& c : r.calls)
@@ -280,10 +314,10 @@ bool Agent::run_turn() {
             bool interrupted = false, exit = false;
             const std::string out = run_tool(r.calls[i], interrupted, exit);
             add({{"type", "function_call_output"}, {"call_id", str_field(r.calls[i], "call_id")}, {"output", out}});
-            if (exit) return false;
             if (!interrupted) continue;
             for (size_t j = i + 1; j < r.calls.size(); ++j)
                 add({{"type", "function_call_output"}, {"call_id", str_field(r.calls[j], "call_id")}, {"output", "Not run: the user interrupted."}});
+            if (exit) return false;
             if (queued_.empty()) {
                 ui_.info("interrupted");
                 return true;
@@ -297,6 +331,7 @@ bool Agent::run_turn() {
         }
     }
     ui_.info(fmt::format("stopped after {} model calls for one message (--max-steps)", cfg_.max_steps));
+    drop_queued();
     return true;
 }
 
@@ -373,6 +408,7 @@ std::string Agent::run_command(const json& args, bool& interrupted, bool& exit) 
     set_phase("running command");
     RunningCommand cmd(spec);
     std::string output;
+    size_t omitted = 0;
     const Clock::time_point deadline = Clock::now() + std::chrono::seconds(timeout_s);
     std::string note;
     for (;;) {
@@ -383,6 +419,7 @@ std::string Agent::run_command(const json& args, bool& interrupted, bool& exit) 
         if (!chunk.empty()) {
             output += chunk;
             ui_.command_output(chunk);
+            keep_bounded(output, omitted);
         }
         if (!open) break;
         if (check_input(exit)) {
@@ -400,6 +437,10 @@ std::string Agent::run_command(const json& args, bool& interrupted, bool& exit) 
     const int status = cmd.wait();
     if (!note.empty()) ui_.info(note);
     ui_.info(fmt::format("[exit status {}]", status));
+    if (omitted > 0) {  // put the marker where the bytes were dropped, for truncate_output to keep
+        const size_t mid = kKeepOutput / 2;
+        output.insert(mid, fmt::format("\n[... {} bytes omitted ...]\n", omitted));
+    }
     std::string for_model = truncate_output(output, cfg_.max_tool_output);
     if (!for_model.empty() && for_model.back() != '\n') for_model += '\n';
     for_model += note.empty() ? "" : note + "\n";

@@ -118,6 +118,8 @@ private:
     std::string run_tool(const json& call, bool& interrupted, bool& exit);
     std::string run_command(const json& args, bool& interrupted, bool& exit);
     void set_phase(std::string p);
+    // Queued input that no step will send (the turn ended in an error): said, then dropped.
+    void drop_queued();
 
     AgentConfig cfg_;
     std::unique_ptr<Transport> transport_;

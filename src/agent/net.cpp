@@ -12,7 +12,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <boost/uuid/detail/sha1.hpp>
 #include <fmt/format.h>
 
 #include "util/error.h"
@@ -319,16 +318,43 @@ std::string base64(std::string_view bytes) {
     return out;
 }
 
+// SHA-1 (FIPS 180-4), needed only for the handshake's accept key: its weakness as a hash does
+// not matter there, and writing it here keeps Boost's internal headers out of the agent.
+std::string sha1(std::string_view msg) {
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    std::string m(msg);
+    const uint64_t bits = uint64_t(msg.size()) * 8;
+    m += char(0x80);
+    while (m.size() % 64 != 56) m += char(0);
+    for (int i = 7; i >= 0; --i) m += char((bits >> (8 * i)) & 0xff);
+    const auto rol = [](uint32_t x, int n) { return (x << n) | (x >> (32 - n)); };
+    for (size_t block = 0; block < m.size(); block += 64) {
+        uint32_t w[80];
+        for (int i = 0; i < 16; ++i)
+            w[i] = (uint32_t(uint8_t(m[block + 4 * size_t(i)])) << 24) | (uint32_t(uint8_t(m[block + 4 * size_t(i) + 1])) << 16) |
+                   (uint32_t(uint8_t(m[block + 4 * size_t(i) + 2])) << 8) | uint32_t(uint8_t(m[block + 4 * size_t(i) + 3]));
+        for (int i = 16; i < 80; ++i) w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+        uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+        for (int i = 0; i < 80; ++i) {
+            const uint32_t f = i < 20 ? (b & c) | (~b & d) : i < 40 ? b ^ c ^ d : i < 60 ? (b & c) | (b & d) | (c & d) : b ^ c ^ d;
+            const uint32_t k = i < 20 ? 0x5A827999 : i < 40 ? 0x6ED9EBA1 : i < 60 ? 0x8F1BBCDC : 0xCA62C1D6;
+            const uint32_t t = rol(a, 5) + f + e + k + w[i];
+            e = d;
+            d = c;
+            c = rol(b, 30);
+            b = a;
+            a = t;
+        }
+        h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
+    }
+    std::string out;
+    for (const uint32_t word : h)
+        for (int k = 3; k >= 0; --k) out += char((word >> (8 * k)) & 0xff);
+    return out;
+}
+
 std::string ws_accept_for(std::string_view key) {
-    boost::uuids::detail::sha1 h;
-    const std::string s = std::string(key) + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";  // RFC 6455's GUID
-    h.process_bytes(s.data(), s.size());
-    boost::uuids::detail::sha1::digest_type d;
-    h.get_digest(d);
-    std::string raw;
-    for (const auto word : d)
-        for (int k = 3; k >= 0; --k) raw += char((word >> (8 * k)) & 0xff);
-    return base64(raw);
+    return base64(sha1(std::string(key) + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"));  // RFC 6455's GUID
 }
 
 // ---- sockets ----------------------------------------------------------------------------------

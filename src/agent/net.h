@@ -19,7 +19,7 @@ struct Url {
     std::string port;
     std::string base_path;  // without a trailing '/', e.g. "/v1"
     static Url parse(std::string_view text);
-    std::string host_header() const { return host + ":" + port; }
+    std::string host_header() const { return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port; }
 };
 
 // An HTTP/1.1 response read incrementally: status line, headers, then a body framed by
@@ -89,6 +89,8 @@ private:
 
 // A client frame (always masked, FIN set).
 std::string ws_frame(WsMessage::Kind kind, std::string_view payload, uint32_t mask);
+// SHA-1 of `msg` (20 bytes).
+std::string sha1(std::string_view msg);
 // The Sec-WebSocket-Accept value a server must answer to `key`.
 std::string ws_accept_for(std::string_view key);
 std::string base64(std::string_view bytes);

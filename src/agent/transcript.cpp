@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 Transcript::Transcript(const fs::path& path) : path_(path) {
     std::error_code ec;
     fs::create_directories(path.parent_path(), ec);
-    f_ = std::fopen(path.c_str(), "ab");
+    f_ = std::fopen(path.c_str(), "abe");  // close-on-exec: no command the agent runs may write to it
     if (!f_) throw Error(fmt::format("cannot write the transcript {}: {}", path.string(), std::strerror(errno)));
 }
 

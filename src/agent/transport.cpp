@@ -60,12 +60,27 @@ class WsTransport final : public Transport {
 public:
     WsTransport(Url url, std::string key) : url_(std::move(url)), key_(std::move(key)) { connect(); }
 
+    // The socket sat idle since the last response (at the prompt, during a command): the
+    // server may have pinged it or closed it meanwhile, so that is read first, and a socket
+    // that is gone or fails to take the message is replaced once.
     void start(json request) override {
-        if (!sock_) connect();
         request["type"] = "response.create";
         request["stream"] = true;
-        send(WsMessage::Text, request.dump(-1, ' ', false, json::error_handler_t::replace));
+        const std::string text = request.dump(-1, ' ', false, json::error_handler_t::replace);
+        running_ = false;
+        drain_idle();
+        for (int attempt = 0;; ++attempt) {
+            try {
+                if (!sock_) connect();
+                send(WsMessage::Text, text);
+                break;
+            } catch (const Error&) {
+                sock_.reset();
+                if (attempt == 1) throw;
+            }
+        }
         running_ = true;
+        cancel_sent_ = false;
     }
     int fd() const override { return sock_ ? sock_->fd() : -1; }
 
@@ -83,7 +98,14 @@ public:
                     return out;
                 } else if (m.kind == WsMessage::Text) {
                     json e = json::parse(m.payload, nullptr, false);
-                    if (!e.is_object()) e = error_event("the server sent a message that is not a JSON object");
+                    if (!e.is_object()) {
+                        drop(out, "the server sent a message that is not a JSON object");
+                        return out;
+                    }
+                    // The answer to a cancel that crossed the response's own end: not this
+                    // response's final event, nor the next one's.
+                    if (not_running_reply(e)) continue;
+                    if (!running_) continue;  // an abandoned response's tail
                     if (is_final_event(e)) running_ = false;
                     out.push_back(std::move(e));
                 }
@@ -97,7 +119,17 @@ public:
     }
 
     void cancel() override {
-        if (sock_ && running_) send(WsMessage::Text, R"({"type":"response.cancel"})");
+        if (!sock_ || !running_ || cancel_sent_) return;
+        cancel_sent_ = true;
+        try {
+            send(WsMessage::Text, R"({"type":"response.cancel"})");
+        } catch (const Error&) {
+            sock_.reset();  // the next read reports the response as ended
+        }
+    }
+    void abandon() override {
+        sock_.reset();
+        running_ = false;
     }
     bool persistent() const override { return true; }
     std::string name() const override { return "websocket"; }
@@ -121,8 +153,10 @@ private:
             // Bytes that came with the handshake are replayed through the parser on first read.
             std::vector<WsMessage> early = parser_.feed(pending_);
             pending_.clear();
-            for (auto& m : early)
+            for (auto& m : early) {
                 if (m.kind == WsMessage::Ping) send(WsMessage::Pong, m.payload);
+                if (m.kind == WsMessage::Close) throw Error("the server closed the WebSocket right after accepting it");
+            }
         }
     }
     void send(WsMessage::Kind kind, std::string_view payload) { sock_->write_all(ws_frame(kind, payload, random_mask())); }
@@ -131,6 +165,15 @@ private:
         if (running_) out.push_back(error_event(why));
         running_ = false;
     }
+    // Answers pings and notices a close or a dead connection while no response runs.
+    void drain_idle() {
+        if (sock_ && sock_->wait_readable(0)) (void)read_events();
+    }
+    static bool not_running_reply(const json& e) {
+        if (!e.contains("type") || e["type"] != "error") return false;
+        const auto code_is = [](const json& j) { return j.is_object() && j.contains("code") && j["code"] == "response_not_running"; };
+        return code_is(e) || (e.contains("error") && code_is(e["error"]));
+    }
 
     Url url_;
     std::string key_;
@@ -138,6 +181,7 @@ private:
     WsParser parser_;
     std::string pending_;
     bool running_ = false;
+    bool cancel_sent_ = false;
 };
 
 class SseTransport final : public Transport {
@@ -196,6 +240,11 @@ public:
         if (!sock_ || final_seen_) return;
         sock_.reset();
         cancelled_ = true;
+    }
+    void abandon() override {
+        sock_.reset();
+        cancelled_ = false;
+        final_seen_ = true;
     }
     bool persistent() const override { return false; }
     std::string name() const override { return "sse"; }

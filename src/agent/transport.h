@@ -31,6 +31,9 @@ public:
     // or a synthesised "response.incomplete" with status "cancelled" (SSE: the connection is
     // closed, which is how an HTTP server learns of it).
     virtual void cancel() = 0;
+    // Gives up on the running response without waiting for its end (a cancelled response that
+    // did not finish in time): whatever it still sends is never reported.
+    virtual void abandon() = 0;
     // True when the server keeps the conversation between turns (previous_response_id works
     // without the server storing responses to disk).
     virtual bool persistent() const = 0;

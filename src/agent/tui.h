@@ -39,7 +39,10 @@ public:
 
 private:
     void write(std::string_view s) const;
-    void output(std::string_view text);
+    // Writes `text` above the footer. Controls are removed (`sgr`: colour sequences kept); '\r'
+    // restarts the line, as progress bars expect; `style` colours the lines it starts.
+    void output(std::string_view text, bool sgr, std::string_view style = {});
+    void commit_partial();
     void erase_footer();
     void draw_footer();
     void redraw();
@@ -54,11 +57,13 @@ private:
     std::string title_;
     std::string status_text_;
     std::string partial_;  // the output line not yet ended by '\n'
+    std::string partial_style_;
+    bool pending_cr_ = false;
+    std::string escape_rest_;  // an escape sequence cut between two pieces of output
     std::string input_;
     std::string pending_bytes_;
     int footer_rows_ = 0;
     bool busy_ = false;
-    bool at_line_start_ = true;
     std::deque<InputEvent> events_;
     std::optional<std::chrono::steady_clock::time_point> last_ctrl_c_;
 };

@@ -1,6 +1,7 @@
 // celer code: the terminal coding agent (src/agent). This file only wires flags to it: which
 // server (a local `celer serve` on -m MODEL, or --url), the workspace, the transcript, and
 // the front end (the TUI, or --exec for scripts).
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -130,6 +131,9 @@ int cmd_code(Args& a) {
         if (const std::string why = sandbox_problem(); !why.empty())
             throw Error(fmt::format("the command sandbox cannot run: {} (install bubblewrap, or pass --no-sandbox to run commands unconfined)", why));
     }
+    // A reader that goes away (`celer code --exec ... | head`) ends the output, not the agent
+    // in the middle of a command.
+    std::signal(SIGPIPE, SIG_IGN);
     const bool terminal = !task && ::isatty(0) && ::isatty(1);
     if (!task && !terminal) throw Error("no terminal: give the task with --exec \"...\"");
     Workspace ws(workspace);

@@ -177,6 +177,34 @@ describe('celer code --exec against a scripted model', () => {
     assert.match(out, /100000\n\[exit status 0\]$/);
   });
 
+  test('commands cannot reach the transcript; a resumed call with no output gets one', async () => {
+    const { ws, env, root } = setup();
+    const session = path.join(root, 'session.jsonl');
+    const s = await scripted([
+      { steps: [call('run_command', { command: 'for f in /proc/$$/fd/*; do readlink $f; done' })] },
+      { steps: [{ text: 'ok' }] },
+    ]);
+    const r = await exec(['--url', s.url, '--approval', 'auto', '--session', session, '--exec', 'fds'], { cwd: ws, env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(outputs(creates(s)[1])[0], /session\.jsonl/, 'the transcript is not open in the command');
+
+    // A session cut inside a tool call: the call has no output yet.
+    const cut = path.join(root, 'cut.jsonl');
+    const lines = [
+      { type: 'session', version: 1, workspace: fs.realpathSync(ws), model: 'scripted' },
+      { type: 'item', item: { type: 'message', role: 'user', content: [{ type: 'input_text', text: 'build it' }] } },
+      { type: 'item', item: { type: 'function_call', call_id: 'call_9', name: 'run_command', arguments: '{"command":"make"}' } },
+    ];
+    fs.writeFileSync(cut, lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+    const s2 = await scripted([{ steps: [{ text: 'resumed fine' }] }]);
+    const r2 = await exec(['--url', s2.url, '--resume', '--session', cut, '--exec', 'go on'], { cwd: ws, env });
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.match(r2.stdout, /resumed fine/);
+    const input = creates(s2)[0].body.input;
+    assert.deepEqual(input.map((i) => i.type), ['message', 'function_call', 'function_call_output', 'message']);
+    assert.equal(input[2].call_id, 'call_9');
+  });
+
   test('a server that is not there, or refuses the key, is a clear error', async () => {
     const { ws, env } = setup();
     const r = await exec(['--url', 'http://127.0.0.1:9/v1', '--exec', 'x'], { cwd: ws, env });
@@ -285,6 +313,30 @@ describe('celer code in a terminal (tmux)', () => {
       assert.match(JSON.stringify(third[1]), /also check the README/);
       const second = creates(s)[1].body.input;
       assert.match(JSON.stringify(second), /interrupted the command/, 'the model learns the command was stopped');
+    } finally {
+      t.kill();
+    }
+  });
+
+  test('what the model or a command prints cannot clear the screen; \\r redraws a line', async () => {
+    const { ws, env } = setup();
+    const s = await scripted([
+      { steps: [{ text: 'before the trap. A\u001b[2J\u001b[HB\u001b]52;c;aGVsbG8=\u0007C wide 漢字 done.' }] },
+      { steps: [call('run_command', { command: "printf 'progress 10%%\\rprogress 55%%\\rprogress 100%%\\n'" })] },
+      { steps: [{ text: 'finished.' }] },
+    ]);
+    const t = await tui(['--url', s.url, '--approval', 'auto'], { ws, env });
+    try {
+      t.type('one');
+      t.sendKeys('Enter');
+      await t.waitFor('done.');
+      t.type('two');
+      t.sendKeys('Enter');
+      const screen = await t.waitFor('finished.');
+      assert.match(screen, /before the trap\. ABC wide 漢字 done\./, 'the escapes were dropped, the text kept');
+      assert.match(screen, /celer code in/, 'nothing cleared the screen');
+      assert.match(screen, /^progress 100%$/m);
+      assert.doesNotMatch(screen, /^progress 10%/m);
     } finally {
       t.kill();
     }
