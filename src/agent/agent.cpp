@@ -389,8 +389,9 @@ std::string Agent::run_tool(const json& call, bool& interrupted, bool& exit) {
         ui_.info(shown);
         return r.for_model;
     } catch (const Error& e) {
-        ui_.info(fmt::format("{}: {}", name, e.what()));
-        return fmt::format("Error: {}", e.what());
+        const std::string what = e.what();
+        ui_.info(what.starts_with(name + ":") ? what : fmt::format("{}: {}", name, what));
+        return fmt::format("Error: {}", what);
     }
 }
 

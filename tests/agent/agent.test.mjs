@@ -285,7 +285,7 @@ describe('celer code in a terminal (tmux)', () => {
   test('Esc stops a running command; a line typed while one runs is sent at the next step', async () => {
     const { ws, env } = setup();
     const s = await scripted([
-      { steps: [call('run_command', { command: 'echo started; sleep 60; echo never' })] },
+      { steps: [call('run_command', { command: 'echo started; sleep 61.2345; echo never' })] },
       { steps: [call('run_command', { command: 'echo first; sleep 1; echo second' })] },
       { expect: 'also check the README', steps: [{ text: 'Checked the README too.' }] },
     ]);
@@ -298,8 +298,14 @@ describe('celer code in a terminal (tmux)', () => {
       await t.waitFor('[stopped: the user interrupted the command]');
       await t.waitFor('● interrupted');
       assert.equal(creates(s).length, 1, 'nothing sent after a plain interrupt');
-      const ps = spawnSync('pgrep', ['-f', 'sleep 60'], { encoding: 'utf8' });
-      assert.equal(ps.stdout.trim(), '', 'the command and its children were killed');
+      // The sandbox's processes die with its PID namespace, which the kernel tears down just
+      // after the agent reaps bwrap: give it a moment.
+      let left = 'x';
+      for (let i = 0; i < 40 && left; i++) {
+        left = spawnSync('pgrep', ['-f', 'sleep 61.2345'], { encoding: 'utf8' }).stdout.trim();
+        if (left) await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(left, '', 'the command and its children were killed');
 
       t.type('now the quick one');
       t.sendKeys('Enter');
@@ -339,6 +345,33 @@ describe('celer code in a terminal (tmux)', () => {
       assert.doesNotMatch(screen, /^progress 10%/m);
     } finally {
       t.kill();
+    }
+  });
+
+  test('in the terminal too: a write outside the workspace is refused and the network is off', async () => {
+    const { root, ws, env } = setup();
+    const outside = path.join(root, 'outside.txt');
+    const listener = net.createServer((c) => c.end());
+    await new Promise((r) => listener.listen(0, '127.0.0.1', r));
+    const port = listener.address().port;
+    const s = await scripted([
+      { steps: [call('apply_patch', { path: '../outside.txt', edits: [{ search: '', replace: 'pwned' }] })] },
+      { steps: [call('run_command', { command: `echo pwned > ${outside}; bash -c 'echo > /dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo CONNECTED || echo NO-NETWORK` })] },
+      { steps: [{ text: 'Both were stopped.' }] },
+    ]);
+    const t = await tui(['--url', s.url, '--approval', 'auto'], { ws, env });
+    try {
+      t.type('escape');
+      t.sendKeys('Enter');
+      const screen = await t.waitFor('Both were stopped.');
+      assert.match(screen, /apply_patch: outside the workspace/);
+      assert.match(screen, /^NO-NETWORK$/m);
+      // The command's write went to the sandbox's private /tmp (the test's folders are under
+      // /tmp), which vanished with it: the host has no such file.
+      assert.ok(!fs.existsSync(outside));
+    } finally {
+      t.kill();
+      listener.close();
     }
   });
 
