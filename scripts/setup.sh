@@ -13,6 +13,7 @@ packages=(
   libsqlite3-dev        # celer serve: stored responses
   libgtest-dev          # unit tests
   clang libclang-rt-14-dev  # libFuzzer and the sanitizer runtimes for scripts/fuzz.sh
+  libcurl4-openssl-dev  # celer pull: downloads from the Hugging Face hub
   bubblewrap            # celer code: the sandbox its commands run in
   tmux                  # celer code's terminal tests (send-keys, capture-pane)
 )

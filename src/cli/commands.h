@@ -14,6 +14,11 @@ int cmd_bench(Args& a);
 int cmd_template(Args& a);
 int cmd_serve(Args& a);
 int cmd_code(Args& a);
+int cmd_pull(Args& a);
+int cmd_list(Args& a);
+int cmd_rm(Args& a);
+int cmd_quantize(Args& a);
+int cmd_convert(Args& a);
 
 // The model a command should use when -m is not given: a small synthetic demo model, written
 // to the cache directory on first use. Returns its path.

@@ -1,9 +1,13 @@
+#include <algorithm>
 #include <cstdio>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "hub/hub.h"
 #include "util/error.h"
 
 namespace {
@@ -41,6 +45,19 @@ commands:
             A terminal coding agent: reads, searches and edits the files of the workspace and runs
             commands in a bubblewrap sandbox, asking approval as --approval says. Esc interrupts;
             typing while it works queues a redirect. -m starts a local `celer serve`.
+  pull      NAME [--quant Q] [--revision R]
+            Download a GGUF model from the Hugging Face hub into the cache: a short name
+            (qwen2.5-coder:1.5b, qwen2.5-coder:7b-instruct-q8_0, deepseek-coder:6.7b, ...) or
+            hf://OWNER/REPO/FILE.gguf. Resumes, checks size and sha256. HF_TOKEN, HF_ENDPOINT,
+            https_proxy are honoured. A pulled model's name works wherever -m takes a file.
+  list      The models in the cache (pulled or converted): name, size, path.
+  rm        NAME  Remove a model from the cache.
+  quantize  IN.gguf OUT.gguf TYPE [-t THREADS]
+            Quantise an F32/F16/BF16 model: q8_0, q4_0, q4_k_m, q5_k_m, q6_k (K_M: the usual
+            per-tensor mix). Prints each tensor's error.
+  convert   DIR [-o OUT.gguf] [--type f16|bf16|f32|q8_0]
+            A Hugging Face checkpoint (config.json, *.safetensors, tokenizer.json) of a Llama,
+            Mistral, Qwen2 or Qwen3 model to GGUF, tensor by tensor.
   template  -m FILE --messages CONVERSATION.json [--template FILE.jinja] [--no-generation-prompt] [--ids]
             Render a conversation through the model's chat template.
   synth     --shape NAME [--type TYPE] [--vocab GGUF|tokenizer.json] [--layers N] [--seed S] -o OUT.gguf
@@ -48,9 +65,22 @@ commands:
             Write a model with random weights in the shape of a real one.
   help      This text.
 
-Get a real model: download a GGUF file of a supported architecture (llama, qwen2, qwen3),
-for example Qwen2.5-Coder-1.5B-Instruct in Q4_K_M or Q8_0, and pass it with -m.
+Get a real model: `celer pull qwen2.5-coder:1.5b` downloads Qwen2.5-Coder-1.5B-Instruct (Q4_K_M)
+into the cache; then `celer run -m qwen2.5-coder:1.5b -p ...`. Any GGUF file of a supported
+architecture (llama, qwen2, qwen3) works too: pass its path with -m.
 )";
+
+// A pulled model's name (qwen2.5-coder:1.5b, hf://..., OWNER/REPO/FILE from `celer list`) after
+// -m stands for its file in the cache. Rewritten here, once, so no command has to know.
+std::vector<std::string> with_cached_models(std::string_view cmd, int argc, char** argv) {
+    std::vector<std::string> args(argv, argv + argc);
+    static constexpr std::string_view kTakeModel[] = {"run", "info", "bench", "serve", "code", "tokenize", "template"};
+    if (std::find(std::begin(kTakeModel), std::end(kTakeModel), cmd) == std::end(kTakeModel)) return args;
+    for (size_t i = 2; i + 1 < args.size(); ++i)
+        if (args[i] == "-m" || args[i] == "--model" || args[i] == "--draft-model")
+            if (auto path = celer::hub::resolve_model_arg(args[i + 1])) args[i + 1] = *path;
+    return args;
+}
 
 }  // namespace
 
@@ -62,7 +92,10 @@ int main(int argc, char** argv) {
     }
     const std::string_view cmd = argv[1];
     try {
-        Args a(argc, argv, 2);
+        std::vector<std::string> args = with_cached_models(cmd, argc, argv);
+        std::vector<char*> arg_ptrs;
+        for (auto& s : args) arg_ptrs.push_back(s.data());
+        Args a(argc, arg_ptrs.data(), 2);
         if (cmd == "run") return cmd_run(a);
         if (cmd == "info") return cmd_info(a);
         if (cmd == "synth") return cmd_synth(a);
@@ -70,6 +103,11 @@ int main(int argc, char** argv) {
         if (cmd == "bench") return cmd_bench(a);
         if (cmd == "template") return cmd_template(a);
         if (cmd == "code") return cmd_code(a);
+        if (cmd == "pull") return cmd_pull(a);
+        if (cmd == "list" || cmd == "ls") return cmd_list(a);
+        if (cmd == "rm") return cmd_rm(a);
+        if (cmd == "quantize") return cmd_quantize(a);
+        if (cmd == "convert") return cmd_convert(a);
 #ifdef CELER_HAVE_SERVER
         if (cmd == "serve") return cmd_serve(a);
 #else
