@@ -3,14 +3,15 @@
 # 300): the GGUF reader and model loader, from small valid and malformed models; the chat
 # template interpreter, from the real templates in ../shared/templates; the server's HTTP and
 # OpenAI request parsers, from sample requests (fuzz/requests); celer code's HTTP, SSE and
-# WebSocket readers and its transcript loader (fuzz/agent).
+# WebSocket readers and its transcript loader (fuzz/agent); the safetensors reader of celer
+# convert (fuzz/safetensors).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-300}
 bash scripts/setup.sh
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCELER_FUZZ=ON -DCELER_TESTS=OFF -DCELER_SANITIZE=ON -DCELER_SERVER=OFF >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target gguf_fuzz jinja_fuzz request_fuzz agent_fuzz celer
+cmake --build build-fuzz -j "$(nproc)" --target gguf_fuzz jinja_fuzz request_fuzz agent_fuzz safetensors_fuzz celer
 corpus=build-fuzz/corpus
 mkdir -p "$corpus"
 if [ ! -f "$corpus/micro-llama-q8_0.gguf" ]; then
@@ -43,3 +44,6 @@ run_fuzzer request_fuzz build-fuzz/request-corpus -max_len=8192
 mkdir -p build-fuzz/agent-corpus
 cp -n fuzz/agent/* build-fuzz/agent-corpus/
 run_fuzzer agent_fuzz build-fuzz/agent-corpus -max_len=4096
+mkdir -p build-fuzz/safetensors-corpus
+cp -n fuzz/safetensors/* build-fuzz/safetensors-corpus/
+run_fuzzer safetensors_fuzz build-fuzz/safetensors-corpus -max_len=4096
