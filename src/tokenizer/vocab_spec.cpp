@@ -102,7 +102,7 @@ VocabSpec vocab_spec_from_hf(const std::string& path) {
     if (id_of("<|im_start|>") >= 0) s.pre = "qwen2";
     else if (id_of("<|begin_of_text|>") >= 0) s.pre = "llama-bpe";
     else if (id_of("<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>") >= 0) s.pre = "deepseek-coder";
-    else s.pre = "gpt2";
+    else s.pre = "gpt-2";  // llama.cpp's spelling (celer reads both)
 
     const auto config = std::filesystem::path(path).parent_path() / "tokenizer_config.json";
     if (std::filesystem::exists(config)) {
