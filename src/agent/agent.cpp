@@ -413,8 +413,9 @@ std::string Agent::run_command(const json& args, bool& interrupted, bool& exit) 
     const Clock::time_point deadline = Clock::now() + std::chrono::seconds(timeout_s);
     std::string note;
     for (;;) {
-        pollfd fds[2] = {{cmd.fd(), POLLIN, 0}, {ui_.input_fd(), POLLIN, 0}};
-        ::poll(fds, 2, 100);
+        pollfd fds[3] = {{cmd.fd(), POLLIN, 0}, {ui_.input_fd(), POLLIN, 0}, {transport_->fd(), POLLIN, 0}};
+        ::poll(fds, 3, 100);
+        if (fds[2].revents) transport_->service_idle();
         std::string chunk;
         const bool open = cmd.read_available(chunk);
         if (!chunk.empty()) {

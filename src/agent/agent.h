@@ -94,6 +94,10 @@ public:
     const AgentStatus& status() const { return status_; }
     Workspace& workspace() { return ws_; }
     std::string transport_name() const { return transport_->name(); }
+    // The connection to watch while the agent waits for the user (-1: none), and what to do when
+    // it is readable: answer pings, notice a close.
+    int idle_fd() const { return transport_->fd(); }
+    void service_idle() { transport_->service_idle(); }
 
 private:
     enum class Outcome { Done, ToolCalls, Interrupted, Failed, Exit };

@@ -133,6 +133,12 @@ public:
     }
     bool persistent() const override { return true; }
     std::string name() const override { return "websocket"; }
+    void service_idle() override {
+        if (running_)
+            abandon();  // no response should run now; whatever it sends must not spin the poll
+        else
+            drain_idle();
+    }
 
 private:
     void connect() {

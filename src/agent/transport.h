@@ -37,6 +37,10 @@ public:
     // True when the server keeps the conversation between turns (previous_response_id works
     // without the server storing responses to disk).
     virtual bool persistent() const = 0;
+    // Between responses: answers the server's pings and notices a closed connection, so a
+    // session idle at the prompt (or in a long command) keeps its connection and the state the
+    // server holds for it. Call when fd() is readable.
+    virtual void service_idle() {}
     virtual std::string name() const = 0;
 };
 

@@ -324,9 +324,21 @@ void Tui::set_title(std::string t) {
     redraw();
 }
 
+bool Tui::wait_key(int ms, bool serve_idle) {
+    const auto deadline = Clock::now() + std::chrono::milliseconds(ms < 0 ? 0 : ms);
+    for (;;) {
+        pollfd p[2] = {{in_, POLLIN, 0}, {serve_idle && idle_fd_ ? idle_fd_() : -1, POLLIN, 0}};
+        const int left = ms < 0 ? -1 : int(std::max<long long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
+        if (::poll(p, 2, left) <= 0) return false;
+        if (p[1].revents && idle_service_) idle_service_();
+        if (p[0].revents) return true;
+        if (ms >= 0 && Clock::now() >= deadline) return false;
+    }
+}
+
 void Tui::read_keys(int wait_ms, bool busy) {
-    pollfd p{in_, POLLIN, 0};
-    if (::poll(&p, 1, wait_ms) <= 0) return;
+    // While the agent works, its loop reads the connection itself.
+    if (!wait_key(wait_ms, !busy)) return;
     char buf[4096];
     const ssize_t n = ::read(in_, buf, sizeof buf);
     if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {  // the terminal went away
@@ -436,8 +448,7 @@ Answer Tui::ask(std::string_view question) {
     ::tcflush(in_, TCIFLUSH);
     pending_bytes_.clear();
     for (;;) {
-        pollfd p{in_, POLLIN, 0};
-        if (::poll(&p, 1, -1) <= 0) continue;
+        if (!wait_key(-1, true)) continue;
         char c = 0;
         const ssize_t n = ::read(in_, &c, 1);
         if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,6 +34,11 @@ public:
 
     // Waits for the next line typed at the prompt; nullopt when the user exits.
     std::optional<std::string> read_line();
+    // Another descriptor to serve while waiting for keys (the model's connection).
+    void set_idle(std::function<int()> fd, std::function<void()> service) {
+        idle_fd_ = std::move(fd);
+        idle_service_ = std::move(service);
+    }
     void set_title(std::string t);
     // Plain text printed above the footer (user messages echoed, help).
     void print(std::string_view text);
@@ -66,6 +72,10 @@ private:
     bool busy_ = false;
     std::deque<InputEvent> events_;
     std::optional<std::chrono::steady_clock::time_point> last_ctrl_c_;
+    std::function<int()> idle_fd_;
+    std::function<void()> idle_service_;
+    // Waits for a key (up to `ms`, -1: forever), serving the idle descriptor if asked.
+    bool wait_key(int ms, bool serve_idle);
 };
 
 // --exec: the answer on stdout, everything else on stderr, nothing read from the terminal.

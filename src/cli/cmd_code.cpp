@@ -177,6 +177,7 @@ int cmd_code(Args& a) {
     }
     Tui tui(title, 0, 1);
     Agent agent(cfg, std::move(transport), std::move(ws), tui, &transcript);
+    tui.set_idle([&agent] { return agent.idle_fd(); }, [&agent] { agent.service_idle(); });
     tui.print(fmt::format("celer code in {} — transcript {}; /help for commands", agent.workspace().root().string(), transcript_path.string()));
     if (loaded) {
         agent.load(loaded->items);

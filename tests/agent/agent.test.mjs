@@ -375,6 +375,30 @@ describe('celer code in a terminal (tmux)', () => {
     }
   });
 
+  test('an idle session answers the server\'s pings and keeps its connection and state', async () => {
+    const { ws, env } = setup();
+    const s = await startScriptedServer({
+      script: { turns: [{ steps: [{ text: 'First answer.' }] }, { steps: [call('run_command', { command: 'sleep 0.8; echo slept' })] }, { steps: [{ text: 'Second answer.' }] }] },
+      pingEveryMs: 100,
+    });
+    servers.push(s);
+    const t = await tui(['--url', s.url, '--approval', 'auto'], { ws, env });
+    try {
+      t.type('one');
+      t.sendKeys('Enter');
+      await t.waitFor('First answer.');
+      await new Promise((r) => setTimeout(r, 800)); // at the prompt through eight pings
+      t.type('two');
+      t.sendKeys('Enter');
+      await t.waitFor('Second answer.'); // and through a command that runs as long
+      assert.equal(s.dropped(), 0, 'no connection dropped for unanswered pings');
+      assert.equal(s.sockets(), 1, 'one WebSocket for the whole session');
+      assert.ok(creates(s)[1].body.previous_response_id, 'the server-side state was used');
+    } finally {
+      t.kill();
+    }
+  });
+
   test('a denied approval leaves the file alone and tells the model', async () => {
     const { ws, env } = setup();
     const s = await scripted([

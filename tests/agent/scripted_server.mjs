@@ -197,7 +197,11 @@ function errorBody(message, type = 'invalid_request_error') {
   return { error: { message, type } };
 }
 
-export async function startScriptedServer({ script, logFile, apiKey, port = 0 } = {}) {
+// pingEveryMs: ping every WebSocket that often and drop one that has not answered the previous
+// ping, as `celer serve` (Beast's idle timeout) does.
+export async function startScriptedServer({ script, logFile, apiKey, port = 0, pingEveryMs = 0 } = {}) {
+  let sockets = 0;
+  let dropped = 0;
   const { turns } = loadScript(script);
   let next = 0;
   const takeTurn = () => (next < turns.length ? turns[next++] : { steps: [{ text: END_OF_SCRIPT, chunk: 8, delay_ms: 0 }] });
@@ -289,6 +293,21 @@ export async function startScriptedServer({ script, logFile, apiKey, port = 0 } 
 
   function onSocket(ws) {
     ws.on('error', () => {});
+    sockets++;
+    if (pingEveryMs > 0) {
+      let answered = true;
+      ws.on('pong', () => (answered = true));
+      const timer = setInterval(() => {
+        if (!answered) {
+          dropped++;
+          ws.terminate();
+          return;
+        }
+        answered = false;
+        if (ws.readyState === WebSocket.OPEN) ws.ping();
+      }, pingEveryMs);
+      ws.on('close', () => clearInterval(timer));
+    }
     const queue = [];
     let current = null; // TurnControl of the running turn
     let gone = false;
@@ -366,6 +385,8 @@ export async function startScriptedServer({ script, logFile, apiKey, port = 0 } 
     port: actualPort,
     close,
     requests: () => logged.map((e) => JSON.parse(JSON.stringify(e))),
+    sockets: () => sockets,
+    dropped: () => dropped,
   };
 }
 
