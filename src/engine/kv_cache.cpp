@@ -49,10 +49,11 @@ KvPool::KvPool(const HParams& hp, KvType kv, size_t n_blocks) : hp_(hp), kv_(kv)
     if (n_blocks == 0 || n_blocks > size_t(INT32_MAX)) throw Error(fmt::format("a KV pool of {} blocks", n_blocks));
     k_row_ = kv_row_bytes(kv, hp.head_dim);
     v_row_ = kv_row_bytes(kv, hp.head_dim_v);
-    layer_bytes_ = size_t(hp.n_head_kv) * kBlockTokens * (k_row_ + v_row_);
-    block_bytes_ = (size_t(hp.n_layer) * layer_bytes_ + 63) / 64 * 64;
+    layer_bytes_ = (size_t(hp.n_head_kv) * kBlockTokens * (k_row_ + v_row_) + 63) / 64 * 64;
+    block_bytes_ = size_t(hp.n_layer) * layer_bytes_;
+    slab_bytes_ = n_blocks * layer_bytes_;
     const size_t total = n_blocks * block_bytes_;
-    if (total / block_bytes_ != n_blocks) throw Error("KV pool size overflows");
+    if (slab_bytes_ / layer_bytes_ != n_blocks || total / block_bytes_ != n_blocks) throw Error("KV pool size overflows");
     // Anonymous memory: the OS commits pages as blocks are first written. Huge pages where the
     // kernel allows them: attention walks each block in runs of a few KiB a block apart, and with
     // 4 KiB pages nearly every run costs a TLB miss (decode at 8K depth: +2%, prefill +4%).
