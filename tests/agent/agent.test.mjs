@@ -436,7 +436,8 @@ describe('celer code in a terminal (tmux)', () => {
       await t.waitFor('allow? run `sh add.sh 40 2`');
       assert.equal(fs.readFileSync(path.join(ws, 'add.sh'), 'utf8'), 'echo $(( $1 + $2 ))\n');
       t.type('y');
-      const screen = await t.waitFor('It prints 42 now.');
+      // The text comes before the final event: wait for the status line to say so too.
+      const screen = await t.waitFor(/It prints 42 now\.[\s\S]*ready/);
       assert.match(screen, /\+echo \$\(\( \$1 \+ \$2 \)\)/);
       assert.match(screen, /\[exit status 0\]/);
       assert.match(screen, /ready/, 'the status line');
