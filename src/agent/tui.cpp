@@ -441,12 +441,12 @@ std::optional<std::string> Tui::read_line() {
 }
 
 Answer Tui::ask(std::string_view question) {
-    info(fmt::format("allow? {}", question));
-    output(fmt::format("{}  [y] yes  [n] no  [Esc] stop{}\n", kYellow, kReset), true);
-    // Keys typed before the question showed were meant for something else: a 'y' in them
-    // must not approve a command.
+    // Keys typed before the question shows were meant for something else: a 'y' in them must
+    // not approve a command. Dropped before it shows, so an answer to it is never lost.
     ::tcflush(in_, TCIFLUSH);
     pending_bytes_.clear();
+    info(fmt::format("allow? {}", question));
+    output(fmt::format("{}  [y] yes  [n] no  [Esc] stop{}\n", kYellow, kReset), true);
     for (;;) {
         if (!wait_key(-1, true)) continue;
         char c = 0;
