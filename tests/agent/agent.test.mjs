@@ -286,7 +286,7 @@ describe('celer code in a terminal (tmux)', () => {
     const { ws, env } = setup();
     const s = await scripted([
       { steps: [call('run_command', { command: 'echo started; sleep 61.2345; echo never' })] },
-      { steps: [call('run_command', { command: 'echo first; sleep 1; echo second' })] },
+      { steps: [call('run_command', { command: 'echo first; sleep 3; echo second' })] },
       { expect: 'also check the README', steps: [{ text: 'Checked the README too.' }] },
     ]);
     const t = await tui(['--url', s.url, '--approval', 'auto'], { ws, env });
@@ -378,8 +378,8 @@ describe('celer code in a terminal (tmux)', () => {
   test('an idle session answers the server\'s pings and keeps its connection and state', async () => {
     const { ws, env } = setup();
     const s = await startScriptedServer({
-      script: { turns: [{ steps: [{ text: 'First answer.' }] }, { steps: [call('run_command', { command: 'sleep 0.8; echo slept' })] }, { steps: [{ text: 'Second answer.' }] }] },
-      pingEveryMs: 100,
+      script: { turns: [{ steps: [{ text: 'First answer.' }] }, { steps: [call('run_command', { command: 'sleep 1.2; echo slept' })] }, { steps: [{ text: 'Second answer.' }] }] },
+      pingEveryMs: 250,
     });
     servers.push(s);
     const t = await tui(['--url', s.url, '--approval', 'auto'], { ws, env });
@@ -387,7 +387,7 @@ describe('celer code in a terminal (tmux)', () => {
       t.type('one');
       t.sendKeys('Enter');
       await t.waitFor('First answer.');
-      await new Promise((r) => setTimeout(r, 800)); // at the prompt through eight pings
+      await new Promise((r) => setTimeout(r, 1200)); // at the prompt through four pings
       t.type('two');
       t.sendKeys('Enter');
       await t.waitFor('Second answer.'); // and through a command that runs as long
