@@ -14,6 +14,7 @@
 #include "gguf/writer.h"
 #include "tensor/dequant.h"
 #include "tokenizer/vocab_spec.h"
+#include "tools/arch_meta.h"
 #include "tools/safetensors.h"
 #include "util/error.h"
 #include "util/fp16.h"
@@ -134,29 +135,12 @@ struct Planned {
 };
 
 void write_metadata(gguf::Writer& w, const Config& c, const std::string& name, TensorType type) {
-    const std::string& a = c.arch;
-    w.set_string("general.architecture", a);
+    w.set_string("general.architecture", c.arch);
     w.set_string("general.name", name);
     const uint32_t ftype = type == TensorType::F32 ? 0 : type == TensorType::F16 ? 1 : type == TensorType::BF16 ? 32 : 7;  // llama.cpp's enum
     w.set_u32("general.file_type", ftype);
-    w.set_u32(a + ".context_length", c.n_ctx);
-    w.set_u32(a + ".embedding_length", c.n_embd);
-    w.set_u32(a + ".feed_forward_length", c.n_ff);
-    w.set_u32(a + ".block_count", c.n_layer);
-    w.set_u32(a + ".attention.head_count", c.n_head);
-    w.set_u32(a + ".attention.head_count_kv", c.n_head_kv);
-    if (c.head_dim * c.n_head != c.n_embd) {
-        w.set_u32(a + ".attention.key_length", c.head_dim);
-        w.set_u32(a + ".attention.value_length", c.head_dim);
-    }
-    w.set_u32(a + ".rope.dimension_count", c.head_dim);
-    w.set_f32(a + ".rope.freq_base", c.rope_theta);
-    w.set_f32(a + ".attention.layer_norm_rms_epsilon", c.rms_eps);
-    if (!c.rope_scaling.empty()) {
-        w.set_string(a + ".rope.scaling.type", c.rope_scaling);
-        w.set_f32(a + ".rope.scaling.factor", c.rope_factor);
-        if (c.rope_orig_ctx) w.set_u32(a + ".rope.scaling.original_context_length", c.rope_orig_ctx);
-    }
+    write_arch_metadata(w, {c.arch, c.n_ctx, c.n_embd, c.n_ff, c.n_layer, c.n_head, c.n_head_kv, c.head_dim, c.rope_theta, c.rms_eps,
+                            c.rope_scaling, c.rope_factor, c.rope_orig_ctx});
 }
 
 void fill_tensor(const Planned& p, std::span<uint8_t> out) {

@@ -9,6 +9,8 @@
 #include "engine/thread_pool.h"
 #include "gguf/writer.h"
 #include "tensor/dequant.h"
+#include "tools/arch_meta.h"
+#include "tools/quantize_model.h"
 #include "tokenizer/vocab_spec.h"
 #include "util/error.h"
 
@@ -47,10 +49,6 @@ const TypePlan kPlans[] = {
     {"q5_k", TensorType::Q5_K, false, 16}, {"q6_k", TensorType::Q6_K, false, 18}, {"q4_k_m", TensorType::Q4_K, true, 15},
     {"q5_k_m", TensorType::Q5_K, true, 17},
 };
-
-// The layers that llama.cpp's _M mixes give more bits: the first and last eighth, and every
-// third layer in between.
-bool more_bits(uint32_t il, uint32_t n) { return il < n / 8 || il >= 7 * n / 8 || (il - n / 8) % 3 == 2; }
 
 // A row length that does not divide into 256-weight super-blocks falls back to the 32-weight
 // type llama.cpp's quantizer picks, so that files match what users download (Qwen2.5-0.5B's
@@ -188,27 +186,16 @@ void write_model(const Options& opt, const std::string& out_path) {
     w.set_string("general.name", fmt::format("celer synthetic {} {}", s.name, plan->name));
     w.set_u32("general.file_type", plan->ftype);
     w.set_u32("general.quantization_version", 2);
-    w.set_u32(fmt::format("{}.context_length", a), s.n_ctx);
-    w.set_u32(fmt::format("{}.embedding_length", a), s.n_embd);
-    w.set_u32(fmt::format("{}.block_count", a), s.n_layer);
-    w.set_u32(fmt::format("{}.feed_forward_length", a), s.n_ff);
-    w.set_u32(fmt::format("{}.attention.head_count", a), s.n_head);
-    w.set_u32(fmt::format("{}.attention.head_count_kv", a), s.n_head_kv);
-    if (s.head_dim * s.n_head != s.n_embd) {
-        w.set_u32(fmt::format("{}.attention.key_length", a), s.head_dim);
-        w.set_u32(fmt::format("{}.attention.value_length", a), s.head_dim);
-    }
-    w.set_u32(fmt::format("{}.rope.dimension_count", a), s.head_dim);
-    w.set_f32(fmt::format("{}.rope.freq_base", a), s.rope_base);
-    w.set_f32(fmt::format("{}.attention.layer_norm_rms_epsilon", a), s.rms_eps);
+    ArchMeta meta{a, s.n_ctx, s.n_embd, s.n_ff, s.n_layer, s.n_head, s.n_head_kv, s.head_dim, s.rope_base, s.rms_eps, "", 1.0f, 0};
     if (!opt.rope_scaling.empty()) {
-        w.set_string(fmt::format("{}.rope.scaling.type", a), opt.rope_scaling);
-        w.set_f32(fmt::format("{}.rope.scaling.factor", a), opt.rope_scale);
-        if (opt.rope_orig_ctx) w.set_u32(fmt::format("{}.rope.scaling.original_context_length", a), opt.rope_orig_ctx);
+        meta.rope_scaling = opt.rope_scaling;
+        meta.rope_factor = opt.rope_scale;
+        meta.rope_orig_ctx = opt.rope_orig_ctx;
     } else if (s.rope_linear != 1.0f) {
-        w.set_string(fmt::format("{}.rope.scaling.type", a), "linear");
-        w.set_f32(fmt::format("{}.rope.scaling.factor", a), s.rope_linear);
+        meta.rope_scaling = "linear";
+        meta.rope_factor = s.rope_linear;
     }
+    write_arch_metadata(w, meta);
     uint32_t n_vocab = s.n_vocab;
     if (opt.vocab_from.empty()) {
         write_vocab_spec(w, generated_vocab(n_vocab), n_vocab);
@@ -236,7 +223,7 @@ void write_model(const Options& opt, const std::string& out_path) {
     const uint32_t q_dim = s.n_head * s.head_dim, kv_dim = s.n_head_kv * s.head_dim;
     for (uint32_t il = 0; il < s.n_layer; ++il) {
         const std::string p = fmt::format("blk.{}.", il);
-        const TensorType mixed = plan->k_mix && more_bits(il, s.n_layer) ? TensorType::Q6_K : base;
+        const TensorType mixed = plan->k_mix && quant::more_bits_layer(il, s.n_layer) ? TensorType::Q6_K : base;
         plans.push_back(vec(p + "attn_norm.weight", s.n_embd, {1.0f, 0.2f}));
         plans.push_back(mat(p + "attn_q.weight", base, s.n_embd, q_dim));
         plans.push_back(mat(p + "attn_k.weight", base, s.n_embd, kv_dim));
