@@ -114,8 +114,9 @@ TEST(Forward, ThreadCountDoesNotChangeResults) {
 // A Q8_0 cache rounds each element to a step of max|block| / 127, about 0.02 sigma for 32
 // normal values, an error power of 3.3e-5 per element: 400 times fp16's, so about 1.4e-6 in the
 // logits by the same scaling (2.6e-6 measured); its bound is 1e-5. On avx512vnni the query is
-// also rounded to int8 blocks there (scores in integers), a second error of the same size:
-// 4.7e-6 measured.
+// also rounded to int8 blocks there (scores in integers), a second error of the same size
+// (4.7e-6 measured), and the probabilities to uint8 per tile for the weighted values in
+// integers, a third: 5.9e-6 measured.
 class SplitDecode : public ::testing::TestWithParam<KvType> {};
 
 TEST_P(SplitDecode, MatchesReference) {

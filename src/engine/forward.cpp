@@ -205,6 +205,7 @@ void CpuForward::attention(uint32_t il, const Span& s) {
         a.v_row = pool.v_row_bytes();
         a.elem = elem;
         a.k_cols = pool.k_cols();
+        a.v_quads = pool.v_quads();
         a.n_keys = n_past + t + 1;
         a.head_dim = hp.head_dim;
         a.head_dim_v = hv;
@@ -411,7 +412,17 @@ void CpuForward::store_kv(uint32_t il, const Span& s) {
             } else {
                 put(k, block + pool.k_offset(il, h) + row * pool.k_row_bytes(), hp.head_dim);
             }
-            put(kv_v_.data() + t * hp.v_dim() + size_t(h) * hv, block + pool.v_offset(il, h) + row * pool.v_row_bytes(), hv);
+            const float* v = kv_v_.data() + t * hp.v_dim() + size_t(h) * hv;
+            if (pool.v_quads()) {
+                // Quantised as a row, then its bytes and scales spread over the layout.
+                uint8_t* vb = block + pool.v_offset(il, h);
+                key_q8_.resize(hv / 32);
+                quantize_row(TensorType::Q8_0, v, key_q8_.data(), hv);
+                for (size_t d = 0; d < hv; ++d) vb[kernels::vquad_q8(d, row, hv)] = uint8_t(key_q8_[d / 32].qs[d % 32]);
+                for (size_t b = 0; b < hv / 32; ++b) std::memcpy(vb + kernels::vquad_q8_scale(b, row, hv, B), &key_q8_[b].d, 2);
+            } else {
+                put(v, block + pool.v_offset(il, h) + row * pool.v_row_bytes(), hv);
+            }
         }
     }
 }

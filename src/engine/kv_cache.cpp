@@ -105,7 +105,20 @@ void KvPool::copy(int32_t src, int32_t dst, uint32_t n) {
             } else {
                 std::memcpy(d + k_offset(il, h), s + k_offset(il, h), n * k_row_);
             }
-            std::memcpy(d + v_offset(il, h), s + v_offset(il, h), n * v_row_);
+            if (v_quads()) {  // whole quads of rows, the bytes of a last partial quad, the scales
+                const size_t hv = hp_.head_dim_v, v = v_offset(il, h);
+                std::memcpy(d + v, s + v, n / 4 * hv * 4);
+                for (size_t e = 0; e < hv && n % 4; ++e) {
+                    const size_t at = v + kernels::vquad_q8(e, n / 4 * 4, hv);
+                    std::memcpy(d + at, s + at, n % 4);
+                }
+                for (size_t b = 0; b < hv / 32; ++b) {
+                    const size_t at = v + kernels::vquad_q8_scale(b, 0, hv, kBlockTokens);
+                    std::memcpy(d + at, s + at, n * 2);
+                }
+            } else {
+                std::memcpy(d + v_offset(il, h), s + v_offset(il, h), n * v_row_);
+            }
         }
 }
 

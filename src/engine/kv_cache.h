@@ -80,6 +80,9 @@ public:
     }
     size_t k_row_bytes() const { return k_row_; }
     bool k_cols() const { return kv_ != KvType::F32; }
+    // Q8_0 pools store the values by quads of keys (kernels::vquad_q8*), for integer products
+    // of probabilities and values.
+    bool v_quads() const { return kv_ == KvType::Q8_0; }
     size_t v_row_bytes() const { return v_row_; }
 
 private:

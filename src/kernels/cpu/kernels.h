@@ -54,6 +54,9 @@ struct AttnArgs {
     // Keys stored by dimension within a page (fp16 and Q8_0; kcol_* below), so that a vector
     // load reads one dimension of 16 keys (fp16) or 4 dimensions of 16 keys (Q8_0).
     bool k_cols = false;
+    // Q8_0 values stored by quads of keys within a page (vquad_q8* below), so that an int8
+    // dot-product instruction takes 4 keys' probabilities against 16 dimensions of their values.
+    bool v_quads = false;
     size_t n_keys;
     size_t head_dim, head_dim_v;
     float scale;
@@ -77,6 +80,16 @@ struct AttnArgs {
 inline size_t kcol_f16(size_t d, size_t j, size_t page_rows) { return (d * page_rows + j) * 2; }
 inline size_t kcol_q8(size_t d, size_t j, size_t page_rows) { return (d / 4 * page_rows + j) * 4 + d % 4; }
 inline size_t kcol_q8_scale(size_t b, size_t j, size_t head_dim, size_t page_rows) {
+    return head_dim * page_rows + (b * page_rows + j) * 2;
+}
+// Q8_0 values by quads of keys (AttnArgs::v_quads), offsets in bytes from the head's first value
+// in a page: each value row is quantised as a Q8_0 row; its int8 values (signed, as stored) lie
+// with those of the 3 keys beside it, dimension d of row j at (j / 4 * head_dim + d) * 4 + j % 4,
+// so that 64 bytes hold 16 dimensions of 4 keys, and the scale of block b of row j at
+// head_dim * page_rows + (b * page_rows + j) * 2 (page_rows a multiple of 4). The same bytes as
+// page_rows Q8_0 rows.
+inline size_t vquad_q8(size_t d, size_t j, size_t head_dim) { return (j / 4 * head_dim + d) * 4 + j % 4; }
+inline size_t vquad_q8_scale(size_t b, size_t j, size_t head_dim, size_t page_rows) {
     return head_dim * page_rows + (b * page_rows + j) * 2;
 }
 
@@ -104,7 +117,10 @@ struct CpuKernels {
     void (*gemm_int8)(const GemmArgs&);
     // Whether attention on a Q8_0 cache by dimension rounds the query to int8 blocks of 32 (scale
     // max|q| / 127, to nearest) and takes its products with the keys in integers, as the int8
-    // matrix path does with activations; the other targets compute in float.
+    // matrix path does with activations; the other targets compute in float. With values by quads
+    // (AttnArgs::v_quads) it also rounds the probabilities: per row, tile of kAttnTile keys and
+    // block b of 32 value dimensions, p_j x scale_b(v_j) to uint8 with the step max / 255 (to
+    // nearest), and takes the weighted values in integers.
     bool attn_int8_query = false;
 };
 

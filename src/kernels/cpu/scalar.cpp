@@ -69,6 +69,16 @@ void kv_row(const AttnArgs& a, size_t j, bool value, float* out) {
         }
         return;
     }
+    if (value && a.v_quads) {
+        const uint8_t* v = page + a.v_off;
+        const size_t r = j % a.page_rows;
+        for (size_t d = 0; d < a.head_dim_v; ++d) {
+            uint16_t h;
+            std::memcpy(&h, v + vquad_q8_scale(d / 32, r, a.head_dim_v, a.page_rows), 2);
+            out[d] = fp16_to_fp32(h) * float(int8_t(v[vquad_q8(d, r, a.head_dim_v)]));
+        }
+        return;
+    }
     const uint8_t* row = page + (value ? a.v_off + (j % a.page_rows) * a.v_row : a.k_off + (j % a.page_rows) * a.k_row);
     const size_t n = value ? a.head_dim_v : a.head_dim;
     switch (a.elem) {
