@@ -173,13 +173,19 @@ test('a connection dropped mid-file is resumed with a Range request', T, async (
   assert.match(r.stderr, /retrying in 0\.5 s/);
 });
 
-test('a leftover .partial is resumed, not downloaded again from zero', T, async () => {
-  const data = bytes(200_000, 6);
-  const h = await hub({ files: { 'acme/tiny-GGUF': { 'tiny.gguf': data } } });
+// A fresh CELER_HOME holding a leftover acme/tiny-GGUF/tiny.gguf.partial with these bytes.
+function homeWithPartial(partial) {
   const home = tempHome();
   const dir = path.join(modelsDir(home), 'acme', 'tiny-GGUF');
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'tiny.gguf.partial'), data.subarray(0, 123_457));
+  fs.writeFileSync(path.join(dir, 'tiny.gguf.partial'), partial);
+  return home;
+}
+
+test('a leftover .partial is resumed, not downloaded again from zero', T, async () => {
+  const data = bytes(200_000, 6);
+  const h = await hub({ files: { 'acme/tiny-GGUF': { 'tiny.gguf': data } } });
+  const home = homeWithPartial(data.subarray(0, 123_457));
   const r = ok(await celer(['pull', 'hf://acme/tiny-GGUF/tiny.gguf'], { home, endpoint: h.url }));
   assert.ok(fs.readFileSync(r.stdout.trim()).equals(data));
   assert.deepEqual(h.stats.ranges, ['bytes=123457-']);
@@ -190,10 +196,7 @@ test('a leftover .partial is resumed, not downloaded again from zero', T, async 
 test('a server that ignores Range: the file starts again from zero', T, async () => {
   const data = bytes(100_000, 7);
   const h = await hub({ files: { 'acme/tiny-GGUF': { 'tiny.gguf': data } }, noRange: true });
-  const home = tempHome();
-  const dir = path.join(modelsDir(home), 'acme', 'tiny-GGUF');
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'tiny.gguf.partial'), Buffer.alloc(40_000, 0xee));
+  const home = homeWithPartial(Buffer.alloc(40_000, 0xee));
   const r = ok(await celer(['pull', 'hf://acme/tiny-GGUF/tiny.gguf'], { home, endpoint: h.url }));
   assert.ok(fs.readFileSync(r.stdout.trim()).equals(data));
   assert.equal(h.stats.cdnBytes, data.length);
