@@ -56,6 +56,9 @@ j = json.loads(sys.argv[1])
 assert j["prefill_tok_s"] > 0 and j["decode_tok_s"] > 0
 assert [d["depth"] for d in j["depths"]] == [0, 64, 200]
 assert j["depths"][2]["prefill_s"] >= j["depths"][1]["prefill_s"] >= 0 and j["depths"][2]["prefill_s"] > 0
+# deeper points are paired with depth-0 runs on a second cache: a ratio and that speed, both > 0
+assert j["depths"][0]["kept_pct"] == 100.0
+assert all(d["kept_pct"] > 0 and d["depth0_tok_s"] > 0 for d in j["depths"])
 ' "$json"
 check "bench --depths refuses a bad list" bash -c "! '$celer' bench -m '$tmp/m.gguf' --depths 0,,5 2>/dev/null"
 check "info runs" bash -c "'$celer' info -m '$tmp/m.gguf' | grep -q 'architecture:  llama'"

@@ -104,10 +104,15 @@ ReplayTotals replay_pairs(const Engine& engine, const std::string& dir, const sp
 // --depths D1,D2,...: one context grown from empty through every listed depth in chunks of
 // 4,096 tokens; at each depth n_gen tokens are decoded (reps times, the cache cut back after
 // each) and the prefill time so far is noted, so one run gives decode speed against depth and
-// the time to prefill the longest context.
+// the time to prefill the longest context. Each repetition at a depth above 0 is paired with
+// one at depth 0 just before it, on a second, empty cache: the share of depth-0 speed kept is
+// the median of those paired ratios, which a machine whose speed drifts from one minute to the
+// next (shared memory bandwidth, clocks) moves far less than a ratio of separate medians.
 struct DepthPoint {
     size_t depth = 0;
     double decode_tok_s = 0, prefill_s = 0;  // prefill_s: from an empty context up to depth
+    double kept = 1;                         // median of the paired ratios to depth 0
+    double depth0_tok_s = 0;                 // median of the paired depth-0 runs
 };
 
 std::vector<size_t> parse_depths(const std::string& list) {
@@ -126,12 +131,31 @@ std::vector<size_t> parse_depths(const std::string& list) {
     return out;
 }
 
+// Greedy decode of n_gen tokens after `start`, one `step` per token; tokens per second.
+template <class Step>
+double decode_rate(const Step& step, std::span<const TokenId> start, int n_gen, const std::vector<float>& logits) {
+    using clock = std::chrono::steady_clock;
+    step(start);
+    const auto t0 = clock::now();
+    for (int i = 0; i < n_gen; ++i) {
+        const TokenId next = TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        step(std::span(&next, 1));
+    }
+    return n_gen / std::chrono::duration<double>(clock::now() - t0).count();
+}
+
 std::vector<DepthPoint> depth_sweep(CpuForward& fwd, std::span<const size_t> depths, std::span<const TokenId> ctx,
                                     std::span<const TokenId> start, int n_gen, int reps) {
     using clock = std::chrono::steady_clock;
     std::vector<float> logits;
     std::vector<DepthPoint> out;
     fwd.reset();
+    KvCache shallow = fwd.make_cache(uint32_t(n_gen) + uint32_t(start.size()) + 1);
+    const auto on_main = [&](std::span<const TokenId> t) { fwd.eval(t, false, logits); };
+    const auto on_shallow = [&](std::span<const TokenId> t) {
+        const SeqTokens s{&shallow, t};
+        fwd.eval_batch(std::span(&s, 1), logits);
+    };
     double prefill_s = 0;
     for (const size_t d : depths) {
         while (fwd.n_past() < d) {
@@ -140,18 +164,20 @@ std::vector<DepthPoint> depth_sweep(CpuForward& fwd, std::span<const size_t> dep
             fwd.eval(ctx.subspan(fwd.n_past(), n), false, logits);
             prefill_s += std::chrono::duration<double>(clock::now() - t0).count();
         }
-        std::vector<double> rates;
+        std::vector<double> rates, ratios, base_rates;
         for (int r = 0; r < reps && n_gen > 0; ++r) {
-            fwd.eval(start, false, logits);
-            const auto t0 = clock::now();
-            for (int i = 0; i < n_gen; ++i) {
-                const TokenId next = TokenId(std::max_element(logits.begin(), logits.end()) - logits.begin());
-                fwd.eval(std::span(&next, 1), false, logits);
+            if (d > 0) {
+                base_rates.push_back(decode_rate(on_shallow, start, n_gen, logits));
+                shallow.reset();
             }
-            rates.push_back(n_gen / std::chrono::duration<double>(clock::now() - t0).count());
+            rates.push_back(decode_rate(on_main, start, n_gen, logits));
             fwd.truncate(uint32_t(d));
+            if (d > 0) ratios.push_back(rates.back() / base_rates.back());
         }
-        out.push_back({d, rates.empty() ? 0 : median(rates), prefill_s});
+        DepthPoint p{d, rates.empty() ? 0 : median(rates), prefill_s};
+        p.kept = ratios.empty() ? 1 : median(ratios);
+        p.depth0_tok_s = d > 0 ? (base_rates.empty() ? 0 : median(base_rates)) : p.decode_tok_s;
+        out.push_back(p);
     }
     return out;
 }
@@ -207,9 +233,9 @@ int cmd_bench(Args& a) {
         if (json) {
             std::string rows;
             for (const auto& p : points)
-                rows += fmt::format("{}{{\"depth\": {}, \"decode_tok_s\": {:.3f}, \"kept_pct\": {:.1f}, \"prefill_s\": {:.6f}}}",
-                                    rows.empty() ? "" : ", ", p.depth, p.decode_tok_s, first > 0 ? 100.0 * p.decode_tok_s / first : 0.0,
-                                    p.prefill_s);
+                rows += fmt::format("{}{{\"depth\": {}, \"decode_tok_s\": {:.3f}, \"kept_pct\": {:.1f}, \"depth0_tok_s\": {:.3f}, "
+                                    "\"prefill_s\": {:.6f}}}",
+                                    rows.empty() ? "" : ", ", p.depth, p.decode_tok_s, 100.0 * p.kept, p.depth0_tok_s, p.prefill_s);
             fmt::print("{{\"model\": \"{}\", \"arch\": \"{}\", \"threads\": {}, \"kernels\": \"{}\", \"kv_type\": \"{}\", \"gen\": {}, "
                        "\"reps\": {}, \"prefill_tok_s\": {:.3f}, \"decode_tok_s\": {:.3f}, \"depths\": [{}]}}\n",
                        json_escape(model), arch_name(m.hp.arch), engine.n_threads(), engine.kernel_target(), kv_type_name(fwd.kv_type()),
@@ -217,9 +243,15 @@ int cmd_bench(Args& a) {
         } else {
             fmt::print("model {} ({}), {} threads, kernels {}, kv {}, {} tokens decoded per depth, {} reps (medians)\n", model,
                        arch_name(m.hp.arch), engine.n_threads(), engine.kernel_target(), kv_type_name(fwd.kv_type()), n_gen, reps);
-            for (const auto& p : points)
-                fmt::print("depth {:>7}: decode {:>8.2f} tok/s ({:5.1f}% of depth {}), prefilled in {:.1f} s\n", p.depth, p.decode_tok_s,
-                           first > 0 ? 100.0 * p.decode_tok_s / first : 0.0, points.front().depth, p.prefill_s);
+            for (const auto& p : points) {
+                if (p.depth == 0) {
+                    fmt::print("depth {:>7}: decode {:>8.2f} tok/s\n", p.depth, p.decode_tok_s);
+                    continue;
+                }
+                fmt::print("depth {:>7}: decode {:>8.2f} tok/s, {:5.1f}% of depth 0 (paired runs; depth 0 beside them: {:.2f} tok/s), "
+                           "prefilled in {:.1f} s\n",
+                           p.depth, p.decode_tok_s, 100.0 * p.kept, p.depth0_tok_s, p.prefill_s);
+            }
         }
         return 0;
     }
