@@ -62,6 +62,9 @@ assert all(d["kept_pct"] > 0 and d["depth0_tok_s"] > 0 for d in j["depths"])
 ' "$json"
 check "bench --depths refuses a bad list" bash -c "! '$celer' bench -m '$tmp/m.gguf' --depths 0,,5 2>/dev/null"
 check "info runs" bash -c "'$celer' info -m '$tmp/m.gguf' | grep -q 'architecture:  llama'"
+check "info gives the KV bytes per token of every cache type" bash -c "'$celer' info -m '$tmp/m.gguf' | grep -q 'q8_0: [0-9]*; q8_0-q4_0: [0-9]*)'"
+check "run with 8-bit keys and 4-bit values" bash -c "[ -n \"\$('$celer' run -m '$tmp/m.gguf' -p hello -n 8 --temp 0 --kv-type q8_0-q4_0 2>/dev/null)\" ]"
+check "an unknown KV type is refused, naming it" bash -c "! '$celer' run -m '$tmp/m.gguf' -p hello -n 1 --kv-type q4_0 2>'$tmp/kverr' >/dev/null && grep -q \"'q4_0'\" '$tmp/kverr'"
 
 head -c 1000 "$tmp/m.gguf" >"$tmp/cut.gguf"
 "$celer" run -m "$tmp/cut.gguf" -p x -n 1 >"$tmp/out" 2>"$tmp/err"

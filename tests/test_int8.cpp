@@ -196,16 +196,31 @@ TEST(Attention, EveryTargetMatchesScalar) {
                     for (const size_t cap : {size_t(SIZE_MAX), n_keys + 2}) {
                     for (const KvElem elem : {KvElem::F32, KvElem::F16, KvElem::Q8_0}) {
                     for (const bool k_cols : {false, true}) {
+                    for (const bool v_q4 : {false, true}) {
                         if (k_cols && elem == KvElem::F32) continue;
+                        if (v_q4 && !(elem == KvElem::Q8_0 && k_cols)) continue;  // Q4_0 values come with Q8_0 keys by dimension
                         if (cap != SIZE_MAX && n_tok == 1) continue;
                         if (elem == KvElem::Q8_0 && hd % 32) continue;
                         const TensorType tt = elem == KvElem::F32 ? TensorType::F32 : elem == KvElem::F16 ? TensorType::F16 : TensorType::Q8_0;
                         const size_t keys = n_keys + n_tok - 1, rows = n_tok * n_q;
                         const size_t page_rows = hd == 64 ? 128 : 64;
                         const size_t row = row_bytes(tt, hd);
-                        const bool v_quads = elem == KvElem::Q8_0 && k_cols;
                         const auto q = test::random_floats(rows * hd, hd + n_keys, -2.0f, 2.0f);
                         const auto kv = test::random_floats(keys * 2 * hd, hd * 7 + n_keys, -1.0f, 1.0f);
+                        const bool v_quads = elem == KvElem::Q8_0 && k_cols && !v_q4;
+                        // The values' own type: Q4_0 by octets, or the keys' type.
+                        const TensorType vt = v_q4 ? TensorType::Q4_0 : tt;
+                        const size_t vrow = row_bytes(vt, hd);
+                        // Value j's block b of a test row as its scale and its 32 integers.
+                        const auto value_block = [&](size_t j, size_t b, uint16_t& scale, int* ints) {
+                            std::vector<uint8_t> vq(vrow);
+                            if (v_q4) quantize_row_q4_0_unsigned_scale(kv.data() + j * 2 * hd + hd, vq.data(), hd);
+                            else quantize_row(vt, kv.data() + j * 2 * hd + hd, vq.data(), hd);
+                            const uint8_t* blk = vq.data() + b * (v_q4 ? 18 : 34);
+                            std::memcpy(&scale, blk, 2);
+                            for (size_t d = 0; d < 32; ++d)
+                                ints[d] = v_q4 ? int(d < 16 ? blk[2 + d] & 15 : blk[2 + d - 16] >> 4) - 8 : int(int8_t(blk[2 + d]));
+                        };
                         // Pages: (page_rows keys, then page_rows values) each, in reverse order in memory.
                         const size_t n_pages = (keys + page_rows - 1) / page_rows;
                         std::vector<uint8_t> mem(n_pages * page_rows * 2 * row + 8, 0xff);
@@ -238,6 +253,20 @@ TEST(Attention, EveryTargetMatchesScalar) {
                                     vb[(r / 4 * hd + d) * 4 + r % 4] = value[d / 32 * 34 + 2 + d % 32];
                                     if (d % 32 == 0) std::memcpy(vb + hd * page_rows + (d / 32 * page_rows + r) * 2, value.data() + d / 32 * 34, 2);
                                 }
+                            } else if (v_q4) {  // Q4_0 values by octets of keys
+                                uint8_t* vb = page + page_rows * row;
+                                const size_t r = j % page_rows;
+                                for (size_t b = 0; b < hd / 32; ++b) {
+                                    uint16_t scale;
+                                    int ints[32];
+                                    value_block(j, b, scale, ints);
+                                    std::memcpy(vb + hd * page_rows / 2 + (b * page_rows + r) * 2, &scale, 2);
+                                    for (size_t d = 0; d < 32; ++d) {
+                                        uint8_t& byte = vb[(r / 8 * hd + b * 32 + d) * 4 + r % 4];
+                                        const unsigned sh = r % 8 < 4 ? 0 : 4;
+                                        byte = uint8_t((byte & ~(15u << sh)) | (unsigned(ints[d] + 8) << sh));
+                                    }
+                                }
                             } else {
                                 quantize_row(tt, kv.data() + j * 2 * hd + hd, page + (page_rows + j % page_rows) * row, hd);
                             }
@@ -247,7 +276,7 @@ TEST(Attention, EveryTargetMatchesScalar) {
                         kernels::AttnArgs a{};
                         a.q = q.data(), a.n_q = n_q, a.q_stride = hd;
                         a.pages = pages.data(), a.page_rows = page_rows, a.k_off = 0, a.v_off = page_rows * row;
-                        a.k_row = a.v_row = row, a.elem = elem, a.k_cols = k_cols, a.v_quads = v_quads;
+                        a.k_row = row, a.v_row = vrow, a.elem = elem, a.k_cols = k_cols, a.v_quads = v_quads, a.v_q4 = v_q4;
                         a.n_keys = n_keys, a.head_dim = a.head_dim_v = hd, a.scale = 0.125f;
                         a.out = want.data(), a.out_stride = hd, a.partial = partial, a.max = mx_ref.data(), a.sum = sum_ref.data();
                         a.scratch = scratch.data(), a.n_tok = n_tok, a.q_tok_stride = a.out_tok_stride = n_q * hd;
@@ -269,13 +298,13 @@ TEST(Attention, EveryTargetMatchesScalar) {
                         a.out = out.data(), a.max = mx.data(), a.sum = sum.data();
                         k.attention(a);
                         const double tol = partial ? 2e-6 * double(keys) : 2e-6;  // unnormalised: sums of up to `keys` terms
-                        // Such a target also rounds the probabilities for the values by quads
-                        // (kernels.h): per row, tile of 64 keys and block b of 32 dimensions,
-                        // p_j s_bj to a step of max(p s) / 255, so each is off by at most half a
-                        // step, and the result by that times the sum of |int8 value| over the
-                        // tile's keys (over the row's total for a normalised result).
+                        // Such a target also rounds the probabilities for the values by quads or
+                        // octets (kernels.h): per row, tile of 64 keys and block b of 32
+                        // dimensions, p_j s_bj to a step of max(p s) / 255, so each is off by at
+                        // most half a step, and the result by that times the sum of |integer
+                        // value| over the tile's keys (over the row's total for a normalised result).
                         std::vector<double> pv_bound(rows * hd, 0.0);
-                        if (k.attn_int8_query && v_quads && (hd == 64 || hd == 128)) {
+                        if (k.attn_int8_query && (v_quads || v_q4) && (hd == 64 || hd == 128)) {
                             for (size_t i = 0; i < rows; ++i) {
                                 const size_t t = i / n_q, lim = std::min(n_keys + t, cap);
                                 std::vector<double> sc(lim);
@@ -296,12 +325,11 @@ TEST(Attention, EveryTargetMatchesScalar) {
                                         double top = 0;
                                         std::vector<double> mag(32, 0.0);
                                         for (size_t j = j0; j < std::min(j0 + 64, lim); ++j) {
-                                            std::vector<uint8_t> vq(row);
-                                            quantize_row(tt, kv.data() + j * 2 * hd + hd, vq.data(), hd);
                                             uint16_t hs;
-                                            std::memcpy(&hs, vq.data() + b * 34, 2);
+                                            int ints[32];
+                                            value_block(j, b, hs, ints);
                                             top = std::max(top, std::exp(sc[j] - m) * fp16_to_fp32(hs));
-                                            for (size_t d = 0; d < 32; ++d) mag[d] += std::abs(int(int8_t(vq[b * 34 + 2 + d])));
+                                            for (size_t d = 0; d < 32; ++d) mag[d] += std::abs(ints[d]);
                                         }
                                         for (size_t d = 0; d < 32; ++d) pv_bound[i * hd + b * 32 + d] += 0.5 * top / 255 * mag[d] / (partial ? 1.0 : l);
                                     }
@@ -311,7 +339,7 @@ TEST(Attention, EveryTargetMatchesScalar) {
                         for (size_t d = 0; d < rows * hd; ++d)
                             ASSERT_NEAR(out[d], want[d], tol + 1.02 * pv_bound[d]) << name << " heads " << n_q << " head_dim " << hd << " keys " << n_keys
                                                               << " tokens " << n_tok << " cap " << cap << " elem " << int(elem)
-                                                              << " cols " << k_cols << " at " << d;
+                                                              << " cols " << k_cols << " q4 " << v_q4 << " at " << d;
                         if (partial) {
                             for (size_t h = 0; h < rows; ++h) {
                                 ASSERT_NEAR(mx[h], mx_ref[h], 2e-6 * (1 + std::fabs(mx_ref[h])));  // a score: a dot of hd terms
@@ -334,6 +362,7 @@ TEST(Attention, EveryTargetMatchesScalar) {
                                 ASSERT_EQ(std::memcmp(s1.data(), sum.data() + t * n_q, n_q * sizeof(float)), 0);
                             }
                         }
+                    }
                     }
                     }
                     }

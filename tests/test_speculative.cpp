@@ -426,7 +426,7 @@ TEST(Speculative, ReplayCountsPassesAsDecodingWould) {
 TEST(Speculative, CheckLogitsAreDecodeLogitsBitForBit) {
     for (const auto target : kernels::available_targets())
         for (const auto type : synth::type_names())
-            for (const KvType kv : {KvType::F32, KvType::F16, KvType::Q8_0}) {
+            for (const KvType kv : {KvType::F32, KvType::F16, KvType::Q8_0, KvType::Q8_0_Q4_0}) {
                 if (kv != KvType::F16 && type != std::string_view("q8_0")) continue;  // one weight type is enough for the others
                 const auto model = load_model(test::synth_model("tiny-qwen3", std::string(type)));
                 ThreadPool pool(2);

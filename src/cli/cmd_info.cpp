@@ -54,19 +54,23 @@ int cmd_info(Args& a) {
         fmt::print("  {:<6} {:>4} tensors {:>10.2f} MiB\n", name, e.first, double(e.second) / (1 << 20));
     const uint64_t per_tok = m->weight_bytes_per_token();
     const auto kv_bytes = [&](KvType t) {
-        return uint64_t(hp.n_layer) * hp.n_head_kv * (kv_row_bytes(t, hp.head_dim) + kv_row_bytes(t, hp.head_dim_v));
+        return uint64_t(hp.n_layer) * hp.n_head_kv * (kv_row_bytes(t, hp.head_dim) + kv_row_bytes(t, hp.head_dim_v, true));
     };
     const bool q8 = hp.head_dim % 32 == 0 && hp.head_dim_v % 32 == 0;
     fmt::print("read per generated token: {:.2f} MiB of weights + {} bytes of KV cache per token of context (f16 KV; f32: {}{})\n",
                double(per_tok) / (1 << 20), kv_bytes(KvType::F16), kv_bytes(KvType::F32),
-               q8 ? fmt::format("; q8_0: {}", kv_bytes(KvType::Q8_0)) : std::string());
+               q8 ? fmt::format("; q8_0: {}; q8_0-q4_0: {}", kv_bytes(KvType::Q8_0), kv_bytes(KvType::Q8_0_Q4_0)) : std::string());
     const uint64_t ctx = hp.n_ctx_train;
     fmt::print("KV cache for the trained context of {} tokens: {:.1f} MiB f16{}\n", ctx, double(kv_bytes(KvType::F16) * ctx) / (1 << 20),
-               q8 ? fmt::format(", {:.1f} MiB q8_0", double(kv_bytes(KvType::Q8_0) * ctx) / (1 << 20)) : std::string());
+               q8 ? fmt::format(", {:.1f} MiB q8_0, {:.1f} MiB q8_0-q4_0", double(kv_bytes(KvType::Q8_0) * ctx) / (1 << 20),
+                                 double(kv_bytes(KvType::Q8_0_Q4_0) * ctx) / (1 << 20))
+                  : std::string());
     if (hp.rope_scaling == RopeScaling::Yarn || hp.rope_scaling == RopeScaling::Linear || hp.rope_scaling == RopeScaling::Ntk) {
         const uint64_t scaled = uint64_t(double(hp.rope_orig_ctx ? hp.rope_orig_ctx : hp.n_ctx_train) * hp.rope_scale);
         fmt::print("KV cache for the scaled context of {} tokens: {:.1f} MiB f16{}\n", scaled, double(kv_bytes(KvType::F16) * scaled) / (1 << 20),
-                   q8 ? fmt::format(", {:.1f} MiB q8_0", double(kv_bytes(KvType::Q8_0) * scaled) / (1 << 20)) : std::string());
+                   q8 ? fmt::format(", {:.1f} MiB q8_0, {:.1f} MiB q8_0-q4_0", double(kv_bytes(KvType::Q8_0) * scaled) / (1 << 20),
+                                     double(kv_bytes(KvType::Q8_0_Q4_0) * scaled) / (1 << 20))
+                      : std::string());
     }
     return 0;
 }

@@ -19,7 +19,7 @@ usage: celer COMMAND [options]
 commands:
   run       -m FILE -p TEXT [-n N] [--temp T] [--seed S] [-t THREADS] [--top-k K] [--top-p P]
             [--min-p P] [--repeat-penalty R] [--presence-penalty P] [--frequency-penalty F]
-            [-c CTX] [--kernels NAME] [--kv-type f16|f32|q8_0] [--file PROMPT_FILE]
+            [-c CTX] [--kernels NAME] [--kv-type f16|f32|q8_0|q8_0-q4_0] [--file PROMPT_FILE]
             [--spec off|suffix|ngram|model] [--draft N] [--draft-fixed] [--draft-model FILE]
             [--rope-scaling none|linear|ntk|yarn] [--rope-scale S] [--yarn-orig-ctx N]
             Generate a continuation; only the generated text goes to stdout. --spec guesses
@@ -30,11 +30,11 @@ commands:
             Architecture, shapes, tensor types, bytes read per token, KV cache per context.
   tokenize  -m FILE (TEXT | --file PATH) [--special] [--bos]
             Token ids separated by spaces.
-  bench     -m FILE [-t N] [--prompt N] [--gen N] [--depth N | --depths 0,8192,32768] [--reps N] [--kv-type f16|f32|q8_0] [--json]
+  bench     -m FILE [-t N] [--prompt N] [--gen N] [--depth N | --depths 0,8192,32768] [--reps N] [--kv-type f16|f32|q8_0|q8_0-q4_0] [--json]
             [--verify] [--replay PAIRS_DIR [--spec suffix|ngram] [--draft N]]
             Prefill and decode tok/s, and decode against the measured bandwidth roofline.
   serve     -m FILE [--host H] [--port P] [--api-key K] [-t THREADS] [-np SEQUENCES] [-c CTX]
-            [--kv-budget SIZE] [--kv-type f16|q8_0|f32] [--store FILE|none] [--max-tokens N]
+            [--kv-budget SIZE] [--kv-type f16|q8_0|q8_0-q4_0|f32] [--store FILE|none] [--max-tokens N]
             [--spec suffix|ngram|off] [--draft N] [--draft-fixed] [--rope-scaling ...] [--rope-scale S]
             [--ctx-overflow error|drop-turns]
             OpenAI-compatible server (Chat Completions, Completions, Responses, WebSocket).

@@ -189,6 +189,7 @@ void CpuForward::attention(uint32_t il, const Span& s) {
     constexpr size_t B = KvPool::kBlockTokens;
     float* const q_rows = q_.data() + s.first * hp.q_dim();
     float* const out_rows = attn_.data() + s.first * hp.n_head * hp.head_dim_v;
+    // Q8_0_Q4_0: Q8_0 keys; its values are told apart by v_q4.
     const kernels::KvElem elem = pool.type() == KvType::F32   ? kernels::KvElem::F32
                                  : pool.type() == KvType::F16 ? kernels::KvElem::F16
                                                               : kernels::KvElem::Q8_0;
@@ -206,6 +207,7 @@ void CpuForward::attention(uint32_t il, const Span& s) {
         a.elem = elem;
         a.k_cols = pool.k_cols();
         a.v_quads = pool.v_quads();
+        a.v_q4 = pool.v_q4();
         a.n_keys = n_past + t + 1;
         a.head_dim = hp.head_dim;
         a.head_dim_v = hv;
@@ -387,7 +389,8 @@ void CpuForward::store_kv(uint32_t il, const Span& s) {
         switch (pool.type()) {
             case KvType::F32: std::copy_n(x, n, reinterpret_cast<float*>(dst)); break;
             case KvType::F16: k_.to_half(x, reinterpret_cast<uint16_t*>(dst), n); break;
-            case KvType::Q8_0: quantize_row(TensorType::Q8_0, x, dst, n); break;
+            case KvType::Q8_0:
+            case KvType::Q8_0_Q4_0: quantize_row(TensorType::Q8_0, x, dst, n); break;
         }
     };
     for (size_t t = s.first; t < s.first + s.n; ++t) {
@@ -402,7 +405,7 @@ void CpuForward::store_kv(uint32_t il, const Span& s) {
                 half_row_.resize(hp.head_dim);
                 k_.to_half(k, half_row_.data(), hp.head_dim);
                 for (size_t d = 0; d < hp.head_dim; ++d) std::memcpy(kb + kernels::kcol_f16(d, row, B), &half_row_[d], 2);
-            } else if (pool.type() == KvType::Q8_0) {
+            } else if (pool.k_q8()) {
                 // Quantised as a row, then its bytes (+ 128) and scales spread over the layout.
                 key_q8_.resize(hp.head_dim / 32);
                 quantize_row(TensorType::Q8_0, k, key_q8_.data(), hp.head_dim);
@@ -420,6 +423,20 @@ void CpuForward::store_kv(uint32_t il, const Span& s) {
                 quantize_row(TensorType::Q8_0, v, key_q8_.data(), hv);
                 for (size_t d = 0; d < hv; ++d) vb[kernels::vquad_q8(d, row, hv)] = uint8_t(key_q8_[d / 32].qs[d % 32]);
                 for (size_t b = 0; b < hv / 32; ++b) std::memcpy(vb + kernels::vquad_q8_scale(b, row, hv, B), &key_q8_[b].d, 2);
+            } else if (pool.v_q4()) {
+                // Quantised as a Q4_0 row (its scales never negative), then each element's nibble into its byte (the byte's
+                // other nibble is another row's) and the scales.
+                uint8_t* vb = block + pool.v_offset(il, h);
+                val_q4_.resize(hv / 32);
+                quantize_row_q4_0_unsigned_scale(v, val_q4_.data(), hv);
+                const unsigned shift = kernels::voct_q4_shift(row);
+                for (size_t d = 0; d < hv; ++d) {
+                    const uint8_t byte = val_q4_[d / 32].qs[d % 16];
+                    const unsigned q = d % 32 < 16 ? byte & 15u : byte >> 4;
+                    uint8_t& dst = vb[kernels::voct_q4(d, row, hv)];
+                    dst = uint8_t((dst & ~(15u << shift)) | (q << shift));
+                }
+                for (size_t b = 0; b < hv / 32; ++b) std::memcpy(vb + kernels::voct_q4_scale(b, row, hv, B), &val_q4_[b].d, 2);
             } else {
                 put(v, block + pool.v_offset(il, h) + row * pool.v_row_bytes(), hv);
             }

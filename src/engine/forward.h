@@ -127,6 +127,7 @@ private:
     std::vector<float> part_out_, part_max_, part_sum_;
     std::vector<uint16_t> half_row_;  // a key in fp16, scattered into a block's columns
     std::vector<BlockQ8_0> key_q8_;   // a key or value in Q8_0, likewise
+    std::vector<BlockQ4_0> val_q4_;   // a value in Q4_0, likewise
 
     // Weights repacked for the int8 path (kernels/cpu/int8.h), by the address of their data, when
     // the kernel target has one; their activations quantised here (kMaxBatch, widest).

@@ -19,7 +19,8 @@ KvType parse_kv_type(std::string_view name) {
     if (name == "f32") return KvType::F32;
     if (name == "f16") return KvType::F16;
     if (name == "q8_0") return KvType::Q8_0;
-    throw Error(fmt::format("unknown KV cache type '{}' (expected f32, f16 or q8_0)", name));
+    if (name == "q8_0-q4_0") return KvType::Q8_0_Q4_0;
+    throw Error(fmt::format("unknown KV cache type '{}' (expected f32, f16, q8_0 or q8_0-q4_0)", name));
 }
 
 const char* kv_type_name(KvType t) {
@@ -27,15 +28,17 @@ const char* kv_type_name(KvType t) {
         case KvType::F32: return "f32";
         case KvType::F16: return "f16";
         case KvType::Q8_0: return "q8_0";
+        case KvType::Q8_0_Q4_0: return "q8_0-q4_0";
     }
     return "?";
 }
 
-size_t kv_row_bytes(KvType t, size_t n) {
+size_t kv_row_bytes(KvType t, size_t n, bool value) {
     switch (t) {
         case KvType::F32: return 4 * n;
         case KvType::F16: return 2 * n;
         case KvType::Q8_0: return n / 32 * 34;
+        case KvType::Q8_0_Q4_0: return value ? n / 32 * 18 : n / 32 * 34;
     }
     return 0;
 }
@@ -43,12 +46,12 @@ size_t kv_row_bytes(KvType t, size_t n) {
 KvPool::~KvPool() { munmap(base_, mapped_); }
 
 KvPool::KvPool(const HParams& hp, KvType kv, size_t n_blocks) : hp_(hp), kv_(kv) {
-    if (kv == KvType::Q8_0 && (hp.head_dim % 32 != 0 || hp.head_dim_v % 32 != 0))
-        throw Error(fmt::format("a q8_0 KV cache needs head sizes that are multiples of 32 (this model: {} and {})", hp.head_dim,
-                                hp.head_dim_v));
+    if ((kv == KvType::Q8_0 || kv == KvType::Q8_0_Q4_0) && (hp.head_dim % 32 != 0 || hp.head_dim_v % 32 != 0))
+        throw Error(fmt::format("a {} KV cache needs head sizes that are multiples of 32 (this model: {} and {})", kv_type_name(kv),
+                                hp.head_dim, hp.head_dim_v));
     if (n_blocks == 0 || n_blocks > size_t(INT32_MAX)) throw Error(fmt::format("a KV pool of {} blocks", n_blocks));
     k_row_ = kv_row_bytes(kv, hp.head_dim);
-    v_row_ = kv_row_bytes(kv, hp.head_dim_v);
+    v_row_ = kv_row_bytes(kv, hp.head_dim_v, true);
     layer_bytes_ = (size_t(hp.n_head_kv) * kBlockTokens * (k_row_ + v_row_) + 63) / 64 * 64;
     block_bytes_ = size_t(hp.n_layer) * layer_bytes_;
     slab_bytes_ = n_blocks * layer_bytes_;
@@ -93,7 +96,7 @@ void KvPool::copy(int32_t src, int32_t dst, uint32_t n) {
                     const size_t at = k_offset(il, h) + kernels::kcol_f16(e, 0, kBlockTokens);
                     std::memcpy(d + at, s + at, n * 2);
                 }
-            } else if (kv_ == KvType::Q8_0) {  // groups of 4 dimensions, then the scales
+            } else if (k_q8()) {  // groups of 4 dimensions, then the scales
                 for (uint32_t e = 0; e < hp_.head_dim; e += 4) {
                     const size_t at = k_offset(il, h) + kernels::kcol_q8(e, 0, kBlockTokens);
                     std::memcpy(d + at, s + at, n * 4);
@@ -114,6 +117,15 @@ void KvPool::copy(int32_t src, int32_t dst, uint32_t n) {
                 }
                 for (size_t b = 0; b < hv / 32; ++b) {
                     const size_t at = v + kernels::vquad_q8_scale(b, 0, hv, kBlockTokens);
+                    std::memcpy(d + at, s + at, n * 2);
+                }
+            } else if (v_q4()) {
+                // Every octet of rows that holds one of the first n (a partial octet's other
+                // nibbles are rows a later write replaces), then the scales.
+                const size_t hv = hp_.head_dim_v, v = v_offset(il, h);
+                std::memcpy(d + v, s + v, (n + 7) / 8 * hv * 4);
+                for (size_t b = 0; b < hv / 32; ++b) {
+                    const size_t at = v + kernels::voct_q4_scale(b, 0, hv, kBlockTokens);
                     std::memcpy(d + at, s + at, n * 2);
                 }
             } else {

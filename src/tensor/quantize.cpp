@@ -214,6 +214,22 @@ void quant_q6_k(const float* x, BlockQ6_K* b, size_t nb) {
 
 }  // namespace
 
+void quantize_row_q4_0_unsigned_scale(const float* src, void* dst, size_t n) {
+    auto* b = static_cast<BlockQ4_0*>(dst);
+    for (size_t i = 0; i < n / 32; ++i, src += 32) {
+        float amax = 0;
+        for (int l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(src[l]));
+        b[i].d = fp32_to_fp16(amax / 7.5f);
+        const float dq = fp16_to_fp32(b[i].d);
+        const float id = dq != 0 ? 1.0f / dq : 0.0f;
+        for (int l = 0; l < 16; ++l) {
+            const int q0 = std::clamp(nearest(src[l] * id), -8, 7) + 8;
+            const int q1 = std::clamp(nearest(src[l + 16] * id), -8, 7) + 8;
+            b[i].qs[l] = uint8_t(q0 | q1 << 4);
+        }
+    }
+}
+
 void quantize_row(TensorType type, const float* src, void* dst, size_t n) {
     const size_t nb = n / traits(type).block_elems;
     switch (type) {

@@ -57,6 +57,8 @@ struct AttnArgs {
     // Q8_0 values stored by quads of keys within a page (vquad_q8* below), so that an int8
     // dot-product instruction takes 4 keys' probabilities against 16 dimensions of their values.
     bool v_quads = false;
+    // Q4_0 values stored by octets of keys within a page (voct_q4* below; with Q8_0 keys).
+    bool v_q4 = false;
     size_t n_keys;
     size_t head_dim, head_dim_v;
     float scale;
@@ -92,6 +94,18 @@ inline size_t vquad_q8(size_t d, size_t j, size_t head_dim) { return (j / 4 * he
 inline size_t vquad_q8_scale(size_t b, size_t j, size_t head_dim, size_t page_rows) {
     return head_dim * page_rows + (b * page_rows + j) * 2;
 }
+// Q4_0 values by octets of keys (AttnArgs::v_q4), offsets in bytes from the head's first value in
+// a page: each value row is quantised as a Q4_0 row (one fp16 scale per 32 elements, elements
+// q - 8 with q in 0..15); q of dimension d of row j is the low (j % 8 < 4) or high nibble of
+// byte (j / 8 * head_dim + d) * 4 + j % 4, so that 64 bytes hold 16 dimensions of 8 keys, the
+// low nibbles keys 0-3 of the octet and the high ones keys 4-7 (one mask and one shift give
+// two operands of an int8 dot-product instruction). The scale of block b of row j lies at
+// head_dim * page_rows / 2 + (b * page_rows + j) * 2 (page_rows a multiple of 8).
+inline size_t voct_q4(size_t d, size_t j, size_t head_dim) { return (j / 8 * head_dim + d) * 4 + j % 4; }
+inline unsigned voct_q4_shift(size_t j) { return j % 8 < 4 ? 0 : 4; }
+inline size_t voct_q4_scale(size_t b, size_t j, size_t head_dim, size_t page_rows) {
+    return head_dim * page_rows / 2 + (b * page_rows + j) * 2;
+}
 
 inline constexpr size_t kAttnTile = 64;
 inline constexpr size_t kAttnScoreRows = 8;  // rows whose scores of a tile are held at once
@@ -120,7 +134,8 @@ struct CpuKernels {
     // matrix path does with activations; the other targets compute in float. With values by quads
     // (AttnArgs::v_quads) it also rounds the probabilities: per row, tile of kAttnTile keys and
     // block b of 32 value dimensions, p_j x scale_b(v_j) to uint8 with the step max / 255 (to
-    // nearest), and takes the weighted values in integers.
+    // nearest), and takes the weighted values in integers; Q4_0 values by octets (AttnArgs::v_q4)
+    // the same way.
     bool attn_int8_query = false;
 };
 

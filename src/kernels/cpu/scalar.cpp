@@ -79,6 +79,16 @@ void kv_row(const AttnArgs& a, size_t j, bool value, float* out) {
         }
         return;
     }
+    if (value && a.v_q4) {
+        const uint8_t* v = page + a.v_off;
+        const size_t r = j % a.page_rows;
+        for (size_t d = 0; d < a.head_dim_v; ++d) {
+            uint16_t h;
+            std::memcpy(&h, v + voct_q4_scale(d / 32, r, a.head_dim_v, a.page_rows), 2);
+            out[d] = fp16_to_fp32(h) * float(int((v[voct_q4(d, r, a.head_dim_v)] >> voct_q4_shift(r)) & 15) - 8);
+        }
+        return;
+    }
     const uint8_t* row = page + (value ? a.v_off + (j % a.page_rows) * a.v_row : a.k_off + (j % a.page_rows) * a.k_row);
     const size_t n = value ? a.head_dim_v : a.head_dim;
     switch (a.elem) {
