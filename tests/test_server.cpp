@@ -475,7 +475,8 @@ TEST(PrefixCache, CacheHitsMatchAnEmptyCache) {
         KvType kv;
     };
     std::vector<Case> cases = {{test::synth_model("tiny-qwen2", "q8_0"), KvType::F16}, {test::synth_model("tiny-qwen2", "q8_0"), KvType::Q8_0},
-                               {test::synth_model("tiny-llama", "q4_k_m"), KvType::F16}, {test::synth_model("tiny-qwen3", "f16"), KvType::Q8_0}};
+                               {test::synth_model("tiny-llama", "q4_k_m"), KvType::F16}, {test::synth_model("tiny-qwen3", "f16"), KvType::Q8_0},
+                               {test::synth_model("tiny-qwen2", "q8_0"), KvType::Q8_0_Q4_0}};
     if (test::have_shared()) cases.push_back({stories(), KvType::F16});
     for (const Case& c : cases) {
         EngineOptions eo;

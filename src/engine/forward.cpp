@@ -424,8 +424,8 @@ void CpuForward::store_kv(uint32_t il, const Span& s) {
                 for (size_t d = 0; d < hv; ++d) vb[kernels::vquad_q8(d, row, hv)] = uint8_t(key_q8_[d / 32].qs[d % 32]);
                 for (size_t b = 0; b < hv / 32; ++b) std::memcpy(vb + kernels::vquad_q8_scale(b, row, hv, B), &key_q8_[b].d, 2);
             } else if (pool.v_q4()) {
-                // Quantised as a Q4_0 row (its scales never negative), then each element's nibble into its byte (the byte's
-                // other nibble is another row's) and the scales.
+                // Quantised as a Q4_0 row (its scales never negative), then each element's nibble
+                // into its byte (the byte's other nibble is another row's) and the scales.
                 uint8_t* vb = block + pool.v_offset(il, h);
                 val_q4_.resize(hv / 32);
                 quantize_row_q4_0_unsigned_scale(v, val_q4_.data(), hv);

@@ -20,7 +20,7 @@ namespace celer {
 // reads per token of context (rounding 2^-11 relative); Q8_0 (blocks of 32 int8 with an fp16
 // scale, 8.5 bits per element) halves it again, at a rounding of 1/254 of each block's largest
 // magnitude. Q8_0_Q4_0 keeps the keys in Q8_0 and the values in Q4_0 (blocks of 32 4-bit
-// values with an fp16 scale, 4.5 bits per element; rounding 1/16 of a block's largest
+// values with an fp16 scale, 4.5 bits per element; rounding at most 1/15 of a block's largest
 // magnitude): 7.3 bits per element instead of 8.5, so a token at depth reads 24% fewer cache
 // bytes. Keys stay 8-bit because a key's error moves every score and exp() magnifies it; a
 // value's error is averaged over the keys a row weighs. Both need head sizes that are multiples

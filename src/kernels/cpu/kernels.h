@@ -95,8 +95,8 @@ inline size_t vquad_q8_scale(size_t b, size_t j, size_t head_dim, size_t page_ro
     return head_dim * page_rows + (b * page_rows + j) * 2;
 }
 // Q4_0 values by octets of keys (AttnArgs::v_q4), offsets in bytes from the head's first value in
-// a page: each value row is quantised as a Q4_0 row (one fp16 scale per 32 elements, elements
-// q - 8 with q in 0..15); q of dimension d of row j is the low (j % 8 < 4) or high nibble of
+// a page: each value row is quantised as a Q4_0 row (one fp16 scale per 32 elements, never
+// negative: quantize_row_q4_0_unsigned_scale; elements q - 8 with q in 0..15); q of dimension d of row j is the low (j % 8 < 4) or high nibble of
 // byte (j / 8 * head_dim + d) * 4 + j % 4, so that 64 bytes hold 16 dimensions of 8 keys, the
 // low nibbles keys 0-3 of the octet and the high ones keys 4-7 (one mask and one shift give
 // two operands of an int8 dot-product instruction). The scale of block b of row j lies at
