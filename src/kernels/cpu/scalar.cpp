@@ -69,23 +69,14 @@ void kv_row(const AttnArgs& a, size_t j, bool value, float* out) {
         }
         return;
     }
-    if (value && a.v_quads) {
+    if (value && (a.v_quads || a.v_q4)) {  // Q8_0 values by quads of keys, Q4_0 by octets
         const uint8_t* v = page + a.v_off;
-        const size_t r = j % a.page_rows;
-        for (size_t d = 0; d < a.head_dim_v; ++d) {
+        const size_t r = j % a.page_rows, hv = a.head_dim_v;
+        for (size_t d = 0; d < hv; ++d) {
             uint16_t h;
-            std::memcpy(&h, v + vquad_q8_scale(d / 32, r, a.head_dim_v, a.page_rows), 2);
-            out[d] = fp16_to_fp32(h) * float(int8_t(v[vquad_q8(d, r, a.head_dim_v)]));
-        }
-        return;
-    }
-    if (value && a.v_q4) {
-        const uint8_t* v = page + a.v_off;
-        const size_t r = j % a.page_rows;
-        for (size_t d = 0; d < a.head_dim_v; ++d) {
-            uint16_t h;
-            std::memcpy(&h, v + voct_q4_scale(d / 32, r, a.head_dim_v, a.page_rows), 2);
-            out[d] = fp16_to_fp32(h) * float(int((v[voct_q4(d, r, a.head_dim_v)] >> voct_q4_shift(r)) & 15) - 8);
+            std::memcpy(&h, v + (a.v_q4 ? voct_q4_scale(d / 32, r, hv, a.page_rows) : vquad_q8_scale(d / 32, r, hv, a.page_rows)), 2);
+            const int q = a.v_q4 ? int((v[voct_q4(d, r, hv)] >> voct_q4_shift(r)) & 15) - 8 : int(int8_t(v[vquad_q8(d, r, hv)]));
+            out[d] = fp16_to_fp32(h) * float(q);
         }
         return;
     }
