@@ -205,6 +205,10 @@ describe('interrupt over the WebSocket', () => {
     assert.ok(next, JSON.stringify(rec.events.at(-1)));
     assert.equal(next.previous_response_id, id);
     assert.equal(next.max_output_tokens, 3000);
+    // Cancelled once it has prefilled and begun to write (a cancel during its prefill, as on a
+    // loaded machine, would leave its cached-token count at 0 and the last check below moot).
+    const from = rec.events.findIndex((e) => e.type === 'response.created' && e.response.id === next.id);
+    await rec.until((e) => e.type === 'response.output_text.delta' && rec.events.indexOf(e) > from);
     rws.send({ type: 'response.cancel', response_id: next.id });
     const done = await rec.until((e) => isFinal(e) && e.response.id === next.id);
     assert.equal(done.stream_id, 's');
