@@ -300,9 +300,10 @@ TEST(Attention, EveryTargetMatchesScalar) {
                         const double tol = partial ? 2e-6 * double(keys) : 2e-6;  // unnormalised: sums of up to `keys` terms
                         // Such a target also rounds the probabilities for the values by quads or
                         // octets (kernels.h): per row, tile of 64 keys and block b of 32
-                        // dimensions, p_j s_bj to a step of max(p s) / 255, so each is off by at
-                        // most half a step, and the result by that times the sum of |integer
-                        // value| over the tile's keys (over the row's total for a normalised result).
+                        // dimensions, p_j s_bj to a step of max(p) max(s) / 255 (over the row's
+                        // keys in the tile), so each is off by at most half a step, and the result
+                        // by that times the sum of |integer value| over the tile's keys (over the
+                        // row's total for a normalised result).
                         std::vector<double> pv_bound(rows * hd, 0.0);
                         if (k.attn_int8_query && (v_quads || v_q4) && (hd == 64 || hd == 128)) {
                             for (size_t i = 0; i < rows; ++i) {
@@ -322,16 +323,17 @@ TEST(Attention, EveryTargetMatchesScalar) {
                                 for (size_t j = 0; j < lim; ++j) l += std::exp(sc[j] - m);
                                 for (size_t j0 = 0; j0 < lim; j0 += 64) {
                                     for (size_t b = 0; b < hd / 32; ++b) {
-                                        double top = 0;
+                                        double p_top = 0, s_top = 0;
                                         std::vector<double> mag(32, 0.0);
                                         for (size_t j = j0; j < std::min(j0 + 64, lim); ++j) {
                                             uint16_t hs;
                                             int ints[32];
                                             value_block(j, b, hs, ints);
-                                            top = std::max(top, std::exp(sc[j] - m) * fp16_to_fp32(hs));
+                                            p_top = std::max(p_top, std::exp(sc[j] - m));
+                                            s_top = std::max(s_top, double(fp16_to_fp32(hs)));
                                             for (size_t d = 0; d < 32; ++d) mag[d] += std::abs(ints[d]);
                                         }
-                                        for (size_t d = 0; d < 32; ++d) pv_bound[i * hd + b * 32 + d] += 0.5 * top / 255 * mag[d] / (partial ? 1.0 : l);
+                                        for (size_t d = 0; d < 32; ++d) pv_bound[i * hd + b * 32 + d] += 0.5 * p_top * s_top / 255 * mag[d] / (partial ? 1.0 : l);
                                     }
                                 }
                             }
