@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <sys/mman.h>
+
 #include <fmt/format.h>
 
 #include "model/reference.h"
@@ -43,23 +45,45 @@ CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKerne
     if (k_.gemm_int8) pack_weights();
 }
 
+CpuForward::Arena::~Arena() {
+    if (base) munmap(base, bytes);
+}
+
 void CpuForward::pack_weights() {
     std::vector<const Weight*> ws;
     for (const LayerWeights& L : m_.layers)
         for (const Weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) ws.push_back(w);
     ws.push_back(&m_.output);
-    size_t widest = 0;
+    // Offsets first (each weight on its own 4 KiB pages), then one mapping for all.
+    std::vector<std::pair<const Weight*, size_t>> place;
+    size_t total = 0, widest = 0;
     for (const Weight* w : ws) {
         if (!kernels::int8_packable(w->type, w->rows, w->cols) || packed_.count(w->data)) continue;
-        Packed& p = packed_[w->data];
-        p.bytes.reset(new uint8_t[kernels::packed_bytes(w->type, w->rows, w->cols)]);
+        packed_[w->data] = {};
+        place.push_back({w, total});
+        total += (kernels::packed_bytes(w->type, w->rows, w->cols) + 4095) / 4096 * 4096;
+        widest = std::max<size_t>(widest, w->cols);
+    }
+    if (total > 0) {
+        // Decode streams every byte of these once per token: on 4 KiB pages that is a TLB miss
+        // every 4 KiB (0.5b Q8_0 decode on 2 MiB pages: 52.4 -> 55.4 tok/s, medians of three
+        // alternating runs).
+        const size_t huge = size_t(2) << 20, mapped = (total + huge - 1) / huge * huge + huge;
+        void* mem = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED) throw Error(fmt::format("cannot allocate {} MiB for the packed weights", total >> 20));
+        packed_arena_.base = mem, packed_arena_.bytes = mapped;
+        uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(mem) + huge - 1) / huge * huge);
+        madvise(base, mapped - huge, MADV_HUGEPAGE);
+        for (const auto& [w, off] : place) packed_[w->data].bytes = base + off;
+    }
+    for (const auto& [w, off] : place) {
+        uint8_t* out = packed_[w->data].bytes;
         const size_t groups = w->rows / kernels::kGroupRows;
         const int n_tasks = int(std::min<size_t>(groups, size_t(pool_.size()) * 4));
         pool_.run(n_tasks, [&](int task, int) {
             kernels::pack_groups(w->type, w->data, w->row_bytes, w->cols, groups * size_t(task) / size_t(n_tasks),
-                                 groups * size_t(task + 1) / size_t(n_tasks), p.bytes.get());
+                                 groups * size_t(task + 1) / size_t(n_tasks), out);
         });
-        widest = std::max<size_t>(widest, w->cols);
     }
     act_q_.resize(kMaxBatch * widest);
     act_d_.resize(kMaxBatch * widest / kernels::kActBlock);
@@ -114,7 +138,7 @@ void CpuForward::matmuls(std::initializer_list<Product> products, const float* x
         const Weight& w = *gt.p->w;
         kernels::GemmArgs a{};
         a.type = w.type;
-        a.w = packed_.find(w.data)->second.bytes.get();
+        a.w = packed_.find(w.data)->second.bytes;
         a.cols = cols;
         a.x = {act_q_.data(), act_d_.data(), act_ds_.data(), act_ds2_.data(), cols};
         a.xf = x;

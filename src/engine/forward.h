@@ -132,9 +132,19 @@ private:
     // Weights repacked for the int8 path (kernels/cpu/int8.h), by the address of their data, when
     // the kernel target has one; their activations quantised here (kMaxBatch, widest).
     struct Packed {
-        std::unique_ptr<uint8_t[]> bytes;
+        uint8_t* bytes;  // in packed_arena_
     };
     std::unordered_map<const uint8_t*, Packed> packed_;
+    // All packed weights in one mapping, on huge pages where the kernel allows them.
+    struct Arena {
+        void* base = nullptr;
+        size_t bytes = 0;
+        Arena() = default;
+        Arena(const Arena&) = delete;
+        Arena& operator=(const Arena&) = delete;
+        ~Arena();
+    };
+    Arena packed_arena_;
     std::vector<int8_t> act_q_;
     std::vector<float> act_d_, act_ds_, act_ds2_;
     struct GemmTask {
