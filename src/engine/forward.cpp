@@ -76,7 +76,8 @@ void CpuForward::pack_weights() {
         madvise(base, mapped - huge, MADV_HUGEPAGE);
         for (const auto& [w, off] : place) packed_[w->data].bytes = base + off;
     }
-    for (const auto& [w, off] : place) {
+    for (const auto& pl : place) {
+        const Weight* w = pl.first;  // not a structured binding: clang 14 cannot capture one in the lambda
         uint8_t* out = packed_[w->data].bytes;
         const size_t groups = w->rows / kernels::kGroupRows;
         const int n_tasks = int(std::min<size_t>(groups, size_t(pool_.size()) * 4));
