@@ -7,6 +7,7 @@
 //   packing loses nothing; and with the unquantised activations within the int8 rounding bound.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -83,7 +84,7 @@ TEST_P(Int8Gemm, MatchesScalarTwinAndUnpackedWeights) {
                 kernels::quantize_acts_ref(x.data() + t * cols, cols, xq.q.data() + t * cols, xq.d.data() + t * nb, xq.ds.data() + t * nb,
                                            xq.ds2.data() + 2 * t * nb);
             std::vector<float> y_ref(n_tok * rows, NAN);
-            kernels::GemmArgs a{type, packed.data(), cols, xq.view(cols), nullptr, 0, n_tok, y_ref.data(), rows, 0, rows / 16};
+            kernels::GemmArgs a{type, packed.data(), cols, xq.view(cols), nullptr, nullptr, 0, n_tok, y_ref.data(), rows, 0, rows / 16};
             kernels::gemm_ref(a);
 
             for (const auto* k : int8_targets()) {
@@ -166,6 +167,108 @@ TEST_P(PackedFloatGemm, MatchesUnpackedWeights) {
 }
 
 INSTANTIATE_TEST_SUITE_P(FloatTypes, PackedFloatGemm, ::testing::Values(TensorType::F16, TensorType::BF16),
+                         [](const auto& p) { return std::string(traits(p.param).name); });
+
+std::vector<const kernels::CpuKernels*> bf16_targets() {
+    std::vector<const kernels::CpuKernels*> v;
+    for (auto t : kernels::available_targets())
+        if (const auto& k = kernels::select_kernels(t); k.gemm_bf16) v.push_back(&k);
+    return v;
+}
+
+// Rounding to bf16 gives the twin's bits, block by block, in the layout of bf16_act_offset: full
+// blocks of 16 tokens (transposed in registers), one token, and a narrower last block; with
+// exact ties (low 16 bits 0x8000, to even both ways), values that carry into the exponent, and
+// the largest and smallest normal magnitudes that round to a finite bf16.
+TEST(Bf16, ConvertMatchesScalarTwin) {
+    const auto targets = bf16_targets();
+    if (targets.empty()) GTEST_SKIP() << "no target with a bf16 path on this CPU";
+    for (const size_t cols : {32u, 80u, 896u}) {
+        for (const size_t n_tok : {1u, 5u, 16u, 37u}) {
+            auto x = test::random_floats(n_tok * cols, cols + n_tok, -3.0f, 3.0f);
+            const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0xbf808000u, 0x3fffffffu, 0x7f7f7fffu, 0x00800000u, 0x7e800000u, 0x3f800001u};
+            for (size_t i = 0; i < std::size(special) && i < x.size(); ++i) std::memcpy(&x[i * 7 % x.size()], &special[i], 4);
+            std::vector<uint16_t> want(n_tok * cols);
+            kernels::to_bf16_ref(x.data(), n_tok, cols, want.data());
+            for (const auto* k : targets) {
+                std::vector<uint16_t> got(n_tok * cols, 0xFFFF);
+                for (size_t t0 = 0; t0 < n_tok; t0 += kernels::kBf16Tokens)
+                    k->to_bf16(x.data() + t0 * cols, std::min(kernels::kBf16Tokens, n_tok - t0), cols, got.data() + t0 * cols);
+                ASSERT_EQ(got, want) << k->name << " cols " << cols << " tokens " << n_tok;
+            }
+            for (size_t t = 0; t < n_tok; ++t)  // the twin: to nearest, within half a unit of the 8th bit
+                for (size_t c = 0; c < cols; ++c) {
+                    const float v = x[t * cols + c], r = bf16_to_fp32(want[kernels::bf16_act_offset(t, c, cols, n_tok)]);
+                    ASSERT_LE(std::fabs(double(r) - v), std::ldexp(std::fabs(double(v)), -8)) << v;
+                }
+        }
+    }
+}
+
+// Weights by bf16 column pairs (from F16, rounded, or BF16 as they are) and activations rounded
+// to bf16: every target with a bf16 path and the twin against a plain dot product of the same
+// rounded values, within 2 gamma_n sum |w x| (products are exact in float, so only the sums'
+// order differs); and against the unrounded weights and activations within the roundings'
+// bound: each of them moves a product by at most 2^-8 relative, so sum |w x| ((1 + 2^-8)^k - 1)
+// with k = 1 (BF16) or 2 (F16) more. Token counts exercise tiles of 16, 8, 4, 2 and 1, narrow
+// last blocks, the 64-token chunk, and a call that starts at token 16.
+class PackedBf16Gemm : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(PackedBf16Gemm, MatchesUnpackedWeights) {
+    const TensorType type = GetParam();
+    const size_t rows = 32;
+    for (const size_t cols : {64u, 896u}) {
+        const size_t rb = row_bytes(type, cols);
+        std::vector<uint8_t> w(rows * rb);
+        const auto wf = test::random_floats(rows * cols, cols + 7);
+        for (size_t r = 0; r < rows; ++r) quantize_row(type, wf.data() + r * cols, w.data() + r * rb, cols);
+        std::vector<uint8_t> packed(kernels::packed_bytes(type, rows, cols));
+        kernels::pack_bf16_pairs(type, w.data(), rb, cols, 0, 1, packed.data());  // in two calls, as threads do
+        kernels::pack_bf16_pairs(type, w.data(), rb, cols, 1, rows / 16, packed.data());
+        std::vector<float> wrow(rows * cols), wb(rows * cols);
+        for (size_t r = 0; r < rows; ++r) dequantize_row(type, w.data() + r * rb, wrow.data() + r * cols, cols);
+        for (size_t i = 0; i < wb.size(); ++i) wb[i] = bf16_to_fp32(fp32_to_bf16(wrow[i]));
+        for (const size_t n_tok : {1u, 3u, 15u, 16u, 31u, 70u}) {
+            const auto x = test::random_floats(n_tok * cols, cols * 5 + n_tok, -2.0f, 2.0f);
+            std::vector<uint16_t> xb(n_tok * cols);
+            kernels::to_bf16_ref(x.data(), n_tok, cols, xb.data());
+            const double u = std::ldexp(1.0, -24), gamma = double(cols) * u / (1 - double(cols) * u);
+            const double rounding = std::pow(1 + std::ldexp(1.0, -8), type == TensorType::F16 ? 2 : 1) - 1;
+            std::vector<const kernels::CpuKernels*> ks = bf16_targets();
+            ks.push_back(nullptr);  // the scalar twin
+            for (const auto* k : ks) {
+                std::vector<float> y(n_tok * rows, NAN);
+                kernels::GemmArgs a{};
+                a.type = type, a.w = packed.data(), a.cols = cols, a.xb = xb.data(), a.tok0 = 0, a.tok1 = n_tok;
+                a.y = y.data(), a.ldy = rows, a.g0 = 0, a.g1 = rows / 16;
+                const auto run = [&] { k ? k->gemm_bf16(a) : kernels::gemm_bf16_ref(a); };
+                if (n_tok > 16) {
+                    a.tok1 = 16, run();
+                    a.tok0 = 16, a.tok1 = n_tok, run();
+                } else {
+                    run();
+                }
+                for (size_t r = 0; r < rows; ++r)
+                    for (size_t t = 0; t < n_tok; ++t) {
+                        double dot_b = 0, dot = 0, mag = 0;
+                        for (size_t c = 0; c < cols; ++c) {
+                            const double xr = bf16_to_fp32(xb[kernels::bf16_act_offset(t, c, cols, n_tok)]);
+                            dot_b += double(wb[r * cols + c]) * xr;
+                            dot += double(wrow[r * cols + c]) * x[t * cols + c];
+                            mag += std::fabs(double(wrow[r * cols + c]) * x[t * cols + c]);
+                        }
+                        const double got = y[t * rows + r];
+                        ASSERT_LE(std::fabs(got - dot_b), 2 * gamma * mag * (1 + rounding))
+                            << (k ? k->name : "twin") << " row " << r << " token " << t << " of " << n_tok << " cols " << cols;
+                        ASSERT_LE(std::fabs(got - dot), (rounding + 2 * gamma * (1 + rounding)) * mag)
+                            << (k ? k->name : "twin") << " row " << r << " token " << t << " of " << n_tok << " cols " << cols;
+                    }
+            }
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(FloatTypes, PackedBf16Gemm, ::testing::Values(TensorType::F16, TensorType::BF16),
                          [](const auto& p) { return std::string(traits(p.param).name); });
 
 TEST(Int8, PackableShapes) {

@@ -418,8 +418,9 @@ TEST(Speculative, ReplayCountsPassesAsDecodingWould) {
 
 // The ground of greedy identity: a check of k tokens gives each token the logits that decoding
 // it alone gives, bit for bit, across a boundary of decode attention's key ranges, wherever the matrix kernels compute a token's row the same way at any token
-// count: the scalar target, and the int8 path of avx512vnni (Q8_0, Q4_0, Q5_0 and K-quants:
-// integer dot products, then the same float steps). The float kernels of the other targets and
+// count: the scalar target, the int8 path of avx512vnni and avx512bf16 (Q8_0, Q4_0, Q5_0 and
+// K-quants: integer dot products, then the same float steps), and avx512bf16's BF16 pairs (one
+// chain per token in column order, alone or in a tile). The float kernels of the other targets and
 // types (F16, BF16, F32, Q4_1, Q5_1; avx2 and avx512) tile several tokens differently from one,
 // so there the logits agree to rounding (NMSE below 1e-10) and the greedy texts are compared
 // directly (GreedySpeculation).
@@ -449,7 +450,8 @@ TEST(Speculative, CheckLogitsAreDecodeLogitsBitForBit) {
                 const std::string_view ty = type;
                 const bool int8_path = ty == "q8_0" || ty == "q4_0" || ty == "q5_0" || ty == "q4_k" || ty == "q4_k_m" ||
                                        ty == "q5_k" || ty == "q5_k_m" || ty == "q6_k";
-                const bool exact = target == std::string_view("scalar") || (target == std::string_view("avx512vnni") && int8_path);
+                const auto& k = kernels::select_kernels(target);
+                const bool exact = target == std::string_view("scalar") || (k.gemm_int8 && int8_path) || (k.gemm_bf16 && ty == "bf16");
                 size_t differ = 0;
                 for (size_t i = 0; i < all.size(); ++i) differ += std::memcmp(&all[i], &want[i], sizeof(float)) != 0;
                 if (exact) {

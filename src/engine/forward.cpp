@@ -59,7 +59,7 @@ void CpuForward::pack_weights() {
     size_t total = 0, widest = 0;
     for (const Weight* w : ws) {
         if (!kernels::int8_packable(w->type, w->rows, w->cols) || packed_.count(w->data)) continue;
-        packed_[w->data] = {};
+        packed_[w->data] = {nullptr, w->type == TensorType::BF16 && k_.gemm_bf16};
         place.push_back({w, total});
         total += (kernels::packed_bytes(w->type, w->rows, w->cols) + 4095) / 4096 * 4096;
         widest = std::max<size_t>(widest, w->cols);
@@ -78,18 +78,20 @@ void CpuForward::pack_weights() {
     }
     for (const auto& pl : place) {
         const Weight* w = pl.first;  // not a structured binding: clang 14 cannot capture one in the lambda
-        uint8_t* out = packed_[w->data].bytes;
+        const Packed& pk = packed_[w->data];
+        const auto pack = pk.bf16_pairs ? &kernels::pack_bf16_pairs : &kernels::pack_groups;
         const size_t groups = w->rows / kernels::kGroupRows;
         const int n_tasks = int(std::min<size_t>(groups, size_t(pool_.size()) * 4));
         pool_.run(n_tasks, [&](int task, int) {
-            kernels::pack_groups(w->type, w->data, w->row_bytes, w->cols, groups * size_t(task) / size_t(n_tasks),
-                                 groups * size_t(task + 1) / size_t(n_tasks), out);
+            pack(w->type, w->data, w->row_bytes, w->cols, groups * size_t(task) / size_t(n_tasks), groups * size_t(task + 1) / size_t(n_tasks),
+                 pk.bytes);
         });
     }
     act_q_.resize(kMaxBatch * widest);
     act_d_.resize(kMaxBatch * widest / kernels::kActBlock);
     act_ds_.resize(act_d_.size());
     act_ds2_.resize(2 * act_d_.size());
+    if (k_.gemm_bf16) act_bf_.resize(kMaxBatch * widest);
 }
 
 void CpuForward::matmul(const Weight& w, const float* x, size_t n_tok, float* y) { matmuls({{&w, y}}, x, n_tok); }
@@ -97,9 +99,12 @@ void CpuForward::matmul(const Weight& w, const float* x, size_t n_tok, float* y)
 // Products that share their input: on the int8 path the activations are quantised once and
 // every weight's row groups go to the pool as one set of tasks (one dispatch, not one each).
 void CpuForward::matmuls(std::initializer_list<Product> products, const float* x, size_t n_tok) {
-    // What each weight takes: 0 the float kernels, 1 the int8 path, 2 packed floats. Products of
-    // different kinds go one by one.
-    const auto kind = [&](const Product& p) { return !packed_.count(p.w->data) ? 0 : kernels::is_packed_float(p.w->type) ? 2 : 1; };
+    // What each weight takes: 0 the float kernels, 1 the int8 path, 2 packed floats, 3 bf16
+    // column pairs. Products of different kinds go one by one.
+    const auto kind = [&](const Product& p) {
+        const auto it = packed_.find(p.w->data);
+        return it == packed_.end() ? 0 : it->second.bf16_pairs ? 3 : kernels::is_packed_float(p.w->type) ? 2 : 1;
+    };
     const int k0 = kind(*products.begin());
     for (const Product& p : products) {
         if (kind(p) != k0) {
@@ -112,13 +117,20 @@ void CpuForward::matmuls(std::initializer_list<Product> products, const float* x
         return;
     }
     const size_t cols = products.begin()->w->cols, nb = cols / kernels::kActBlock;
-    const bool float_acts = k0 == 2;
     const auto quantize = [&](size_t t) {
         k_.quantize_acts(x + t * cols, cols, act_q_.data() + t * cols, act_d_.data() + t * nb, act_ds_.data() + t * nb,
                          act_ds2_.data() + 2 * t * nb);
     };
-    if (float_acts) {
-        // F16 / BF16 multiply the float activations as they are.
+    if (k0 == 2) {
+        // F16 / BF16 by columns multiply the float activations as they are.
+    } else if (k0 == 3) {
+        const size_t blocks = (n_tok + kernels::kBf16Tokens - 1) / kernels::kBf16Tokens;
+        const auto convert = [&](size_t b) {
+            const size_t t0 = b * kernels::kBf16Tokens;
+            k_.to_bf16(x + t0 * cols, std::min(kernels::kBf16Tokens, n_tok - t0), cols, act_bf_.data() + t0 * cols);
+        };
+        if (blocks == 1) convert(0);
+        else pool_.run(int(blocks), [&](int b, int) { convert(size_t(b)); });
     } else if (n_tok == 1) {
         quantize(0);
     } else {
@@ -143,13 +155,14 @@ void CpuForward::matmuls(std::initializer_list<Product> products, const float* x
         a.cols = cols;
         a.x = {act_q_.data(), act_d_.data(), act_ds_.data(), act_ds2_.data(), cols};
         a.xf = x;
+        a.xb = act_bf_.data();
         a.tok0 = 0;
         a.tok1 = n_tok;
         a.y = gt.p->y;
         a.ldy = w.rows;
         a.g0 = gt.g0;
         a.g1 = gt.g1;
-        k_.gemm_int8(a);
+        (k0 == 3 ? k_.gemm_bf16 : k_.gemm_int8)(a);
     });
 }
 

@@ -132,7 +132,8 @@ private:
     // Weights repacked for the int8 path (kernels/cpu/int8.h), by the address of their data, when
     // the kernel target has one; their activations quantised here (kMaxBatch, widest).
     struct Packed {
-        uint8_t* bytes;  // in packed_arena_
+        uint8_t* bytes;           // in packed_arena_
+        bool bf16_pairs = false;  // by bf16 column pairs, for CpuKernels::gemm_bf16
     };
     std::unordered_map<const uint8_t*, Packed> packed_;
     // All packed weights in one mapping, on huge pages where the kernel allows them.
@@ -147,6 +148,7 @@ private:
     Arena packed_arena_;
     std::vector<int8_t> act_q_;
     std::vector<float> act_d_, act_ds_, act_ds2_;
+    std::vector<uint16_t> act_bf_;  // bf16 pairs: the activations rounded to bf16
     struct GemmTask {
         const Product* p;
         size_t g0, g1;

@@ -29,6 +29,11 @@ bool has_avx512() {
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") && has_f16c();
 }
 bool has_avx512vnni() { return has_avx512() && __builtin_cpu_supports("avx512vnni"); }
+// AVX512_BF16 by CPUID (leaf 7, sub-leaf 1, EAX bit 5), which clang 14's builtin does not know either.
+bool has_avx512bf16() {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return has_avx512vnni() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5)) != 0;
+}
 bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c(); }
 #endif
 bool always() { return true; }
@@ -36,6 +41,7 @@ bool always() { return true; }
 // Best first. Each entry pairs a table with the CPU features its code was compiled for.
 const Target kTargets[] = {
 #if defined(__x86_64__)
+    {&avx512bf16_kernels, &has_avx512bf16},
     {&avx512vnni_kernels, &has_avx512vnni},
     {&avx512_kernels, &has_avx512},
     {&avx2_kernels, &has_avx2},

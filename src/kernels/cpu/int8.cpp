@@ -156,6 +156,16 @@ void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols
     }
 }
 
+void pack_bf16_pairs(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols, size_t g0, size_t g1, uint8_t* dst) {
+    auto* out = reinterpret_cast<uint16_t*>(dst);
+    for (size_t g = g0; g < g1; ++g)
+        for (size_t r = 0; r < kGroupRows; ++r) {
+            const auto* row = reinterpret_cast<const uint16_t*>(src + (g * kGroupRows + r) * row_bytes);
+            for (size_t c = 0; c < cols; ++c)
+                out[g * cols * kGroupRows + c / 2 * 2 * kGroupRows + 2 * r + c % 2] = t == TensorType::F16 ? fp32_to_bf16(fp16_to_fp32(row[c])) : row[c];
+        }
+}
+
 void quantize_acts_ref(const float* x, size_t cols, int8_t* q, float* d, float* ds, float* ds2) {
     for (size_t b = 0; b < cols / kActBlock; ++b) {
         const float* xb = x + b * kActBlock;
@@ -232,6 +242,24 @@ void gemm_ref_k(const GemmArgs& a) {
 }
 
 }  // namespace
+
+void to_bf16_ref(const float* x, size_t n_tok, size_t cols, uint16_t* y) {
+    for (size_t t = 0; t < n_tok; ++t)
+        for (size_t c = 0; c < cols; ++c) y[bf16_act_offset(t, c, cols, n_tok)] = fp32_to_bf16(x[t * cols + c]);
+}
+
+void gemm_bf16_ref(const GemmArgs& a) {
+    const auto* w = reinterpret_cast<const uint16_t*>(a.w);
+    for (size_t g = a.g0; g < a.g1; ++g)
+        for (size_t r = 0; r < kGroupRows; ++r)
+            for (size_t t = a.tok0; t < a.tok1; ++t) {
+                float acc = 0;
+                for (size_t c = 0; c < a.cols; ++c)
+                    acc = std::fma(bf16_to_fp32(w[g * a.cols * kGroupRows + c / 2 * 2 * kGroupRows + 2 * r + c % 2]),
+                                   bf16_to_fp32(a.xb[bf16_act_offset(t, c, a.cols, a.tok1)]), acc);
+                a.y[t * a.ldy + g * kGroupRows + r] = acc;
+            }
+}
 
 void gemm_ref(const GemmArgs& a) {
     if (is_k_quant(a.type)) return gemm_ref_k(a);

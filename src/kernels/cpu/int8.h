@@ -32,6 +32,15 @@
 // column of 16 rows, widens it to one register and multiplies it by each token's broadcast
 // activation: the group's outputs again build up in lanes, with no horizontal sums, and the
 // activations stay float (no rounding beyond summation order). GemmArgs::xf carries them.
+//
+// Where the CPU has bf16 dot products (CpuKernels::gemm_bf16), BF16 weights are packed by column
+// pairs instead: per group and pair p of columns (2p, 2p + 1), the 16 rows' two values side by
+// side, row r's at 32p + 2r and 32p + 2r + 1 (64 bytes, one register: the operand of vdpbf16ps,
+// whose lane r takes the products of row r's pair with a broadcast pair of activations). The
+// activations are rounded to bf16 and laid out by pairs too (GemmArgs::xb, bf16_act_offset), in
+// blocks of 16 tokens, so that a tile's broadcasts are 16 consecutive 4-byte pairs and one
+// pointer walks them. F16 weights may be packed so too, rounded to bf16 (3 of their 11
+// significant bits lost): only on request, as the engine's f16_as_bf16.
 #pragma once
 
 #include <cstddef>
@@ -43,6 +52,15 @@ namespace celer::kernels {
 
 inline constexpr size_t kGroupRows = 16;
 inline constexpr size_t kActBlock = 32;
+inline constexpr size_t kBf16Tokens = 16;
+
+// Where the bf16 activation of token t, column c lies in a layout of n_tok tokens: tokens in
+// blocks of kBf16Tokens (the last one narrower), each block's tokens side by side per column
+// pair. One token alone is the plain row.
+constexpr size_t bf16_act_offset(size_t t, size_t c, size_t cols, size_t n_tok) {
+    const size_t t0 = t / kBf16Tokens * kBf16Tokens, width = n_tok - t0 < kBf16Tokens ? n_tok - t0 : kBf16Tokens;
+    return t0 * cols + (c / 2 * width + (t - t0)) * 2 + c % 2;
+}
 
 // Bytes of a K-quant record's header, of one sub-block, and of the whole record.
 constexpr size_t k_header_bytes(TensorType t) { return t == TensorType::Q6_K ? 288 : 320; }
@@ -69,6 +87,9 @@ size_t packed_bytes(TensorType t, size_t rows, size_t cols);
 // Repacks rows [g0 * 16, g1 * 16) of a (rows, cols) weight (row stride row_bytes) into `dst`,
 // which holds the whole packed tensor.
 void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols, size_t g0, size_t g1, uint8_t* dst);
+// The same for bf16 column pairs, from F16 (rounded to nearest even) or BF16 rows; packed_bytes
+// holds for it too.
+void pack_bf16_pairs(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols, size_t g0, size_t g1, uint8_t* dst);
 
 // y[t * ldy + r] for tokens [tok0, tok1) and rows of groups [g0, g1).
 struct GemmArgs {
@@ -77,6 +98,7 @@ struct GemmArgs {
     size_t cols;
     ActsQ8 x;          // int8 formats
     const float* xf;   // F16 / BF16: token t's activations at xf + t * cols
+    const uint16_t* xb;  // bf16 column pairs: activations of tokens [0, tok1) rounded to bf16, at bf16_act_offset
     size_t tok0, tok1;
     float* y;
     size_t ldy;
@@ -87,5 +109,11 @@ struct GemmArgs {
 // to even (as the SIMD conversion does), so both produce the same bytes.
 void quantize_acts_ref(const float* x, size_t cols, int8_t* q, float* d, float* ds, float* ds2);
 void gemm_ref(const GemmArgs& a);
+// Activations of n_tok tokens (rows of cols floats) rounded to bf16 (to nearest even) in the
+// layout of bf16_act_offset; a SIMD target converts one block of tokens per call.
+void to_bf16_ref(const float* x, size_t n_tok, size_t cols, uint16_t* y);
+// Products on bf16 column pairs, each product exact in float and summed in column order. tok0
+// is a multiple of kBf16Tokens, so that no tile straddles two blocks of activations.
+void gemm_bf16_ref(const GemmArgs& a);
 
 }  // namespace celer::kernels

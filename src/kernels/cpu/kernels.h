@@ -127,8 +127,8 @@ struct CpuKernels {
     void (*swiglu)(float* g, const float* u, size_t n);
     // The packed int8 path (int8.h), or nullptr where this target has none: one token's
     // activations to int8 blocks, and the product on packed weights.
-    void (*quantize_acts)(const float* x, size_t cols, int8_t* q, float* d, float* ds, float* ds2);
-    void (*gemm_int8)(const GemmArgs&);
+    void (*quantize_acts)(const float* x, size_t cols, int8_t* q, float* d, float* ds, float* ds2) = nullptr;
+    void (*gemm_int8)(const GemmArgs&) = nullptr;
     // Whether attention on a Q8_0 cache by dimension rounds the query to int8 blocks of 32 (scale
     // max|q| / 127, to nearest) and takes its products with the keys in integers, as the int8
     // matrix path does with activations; the other targets compute in float. With values by quads
@@ -137,6 +137,11 @@ struct CpuKernels {
     // nearest), and takes the weighted values in integers; Q4_0 values by octets (AttnArgs::v_q4)
     // the same way.
     bool attn_int8_query = false;
+    // The bf16 dot-product path (int8.h: weights packed by column pairs), or nullptr where this
+    // target has none: one block of n_tok <= kBf16Tokens tokens' activations rounded to bf16 (to
+    // nearest even; denormals may read as zero) in the layout of bf16_act_offset, and the product.
+    void (*to_bf16)(const float* x, size_t n_tok, size_t cols, uint16_t* y) = nullptr;
+    void (*gemm_bf16)(const GemmArgs&) = nullptr;
 };
 
 const CpuKernels& scalar_kernels();
@@ -144,6 +149,7 @@ const CpuKernels& scalar_kernels();
 const CpuKernels& avx2_kernels();    // vector_target.cpp built with -mavx2 -mfma -mf16c
 const CpuKernels& avx512_kernels();  // ... with -mavx512f -mavx512bw -mavx512vl -mavx512dq
 const CpuKernels& avx512vnni_kernels();  // ... and -mavx512vnni: adds the packed int8 path
+const CpuKernels& avx512bf16_kernels();  // ... and -mavx512bf16: adds the bf16 dot-product path
 #endif
 
 // Names of the targets compiled in whose instructions this CPU can execute, best first.

@@ -1,5 +1,5 @@
 // One SIMD kernel target, compiled once per x86 instruction set by CMake (see the kernel
-// targets in CMakeLists.txt): CELER_TARGET names it (avx2, avx512) and the compile flags pick
+// targets in CMakeLists.txt): CELER_TARGET names it (avx2, avx512, avx512vnni, avx512bf16) and the compile flags pick
 // the instructions. Its functions run only after dispatch.cpp has checked the CPU for them.
 #include <immintrin.h>
 
@@ -60,6 +60,9 @@ void fused_matvec(const MatmulArgs&) {}
 
 #if defined(__AVX512VNNI__)
 #include "kernels/cpu/gemm_vnni.inc"
+#endif
+#if defined(__AVX512BF16__)
+#include "kernels/cpu/gemm_bf16.inc"
 #endif
 
 #include "kernels/cpu/vector_kernels.inc"
