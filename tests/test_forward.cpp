@@ -92,6 +92,43 @@ INSTANTIATE_TEST_SUITE_P(AllArchsAllTypes, ForwardMatchesReference, ::testing::V
     return n;
 });
 
+// F16 weights rounded to bf16 on request (f16_as_bf16, the bf16 dot-product path): each weight
+// and each activation moves by up to 2^-8 relative, uniformly, an error power of 2^-16 / 3 =
+// 5.1e-6 per product from each; about ten products in series give near 1e-4 in the logits, the
+// int8 path's order, and its bound 1e-3 applies. The logits must also differ from the exact
+// F16 path's, or the option took no effect.
+TEST(Forward, F16AsBf16StaysNearReference) {
+    for (const auto target : kernels::available_targets()) {
+        const auto& k = kernels::select_kernels(target);
+        if (!k.gemm_bf16) continue;
+        for (const char* shape : {"tiny-llama", "tiny-qwen2"}) {
+            const auto model = load_model(test::synth_model(shape, "f16"));
+            const auto tokens = test_tokens(model->hp.n_vocab);
+            ReferenceForward ref(*model);
+            std::vector<float> want;
+            for (TokenId t : tokens) {
+                const auto l = ref.step(t);
+                want.insert(want.end(), l.begin(), l.end());
+            }
+            ThreadPool pool(2);
+            std::vector<float> got[2];
+            for (const bool bf16 : {false, true}) {
+                CpuForward fwd(*model, pool, k, 128, KvType::F32, bf16);
+                std::vector<float> step;
+                fwd.eval(std::span(tokens).first(kPrefill), true, got[bf16]);
+                for (int i = kPrefill; i < kPositions; ++i) {
+                    fwd.eval(std::span(tokens).subspan(size_t(i), 1), false, step);
+                    got[bf16].insert(got[bf16].end(), step.begin(), step.end());
+                }
+                ASSERT_EQ(got[bf16].size(), want.size());
+            }
+            EXPECT_LT(test::nmse(got[0], want), 1e-6) << target << " " << shape;
+            EXPECT_LT(test::nmse(got[1], want), 1e-3) << target << " " << shape;
+            EXPECT_GT(test::nmse(got[1], got[0]), 0.0) << target << " " << shape;
+        }
+    }
+}
+
 // Work is split by rows, never by the reduction dimension, so the thread count cannot change
 // a single bit of the result.
 TEST(Forward, ThreadCountDoesNotChangeResults) {

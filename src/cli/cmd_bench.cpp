@@ -188,7 +188,7 @@ int cmd_bench(Args& a) {
     eo.n_threads = int(a.int_or({"-t", "--threads"}, 0, 0, 1024));
     eo.kernels = a.value_or({"--kernels"}, "");
     eo.kv_type = parse_kv_type(a.value_or({"--kv-type"}, "f16"));
-    read_rope_flags(a, eo);
+    read_model_flags(a, eo);
     const int n_prompt = int(a.int_or({"--prompt", "-p"}, 512, 0, 1 << 20));
     const int n_gen = int(a.int_or({"--gen", "-n"}, 128, 0, 1 << 20));
     const int depth = int(a.int_or({"--depth", "-d"}, 0, 0, 1 << 20));

@@ -12,7 +12,7 @@ namespace celer::cli {
 int cmd_info(Args& a) {
     const auto path = a.value({"-m", "--model"});
     EngineOptions eo;
-    read_rope_flags(a, eo);
+    read_model_flags(a, eo);
     a.finish();
     if (!path) throw Error("info needs -m FILE");
     const auto m = load_model(*path);

@@ -35,10 +35,11 @@ std::string demo_model_path() {
     return file.string();
 }
 
-void read_rope_flags(Args& a, EngineOptions& eo) {
+void read_model_flags(Args& a, EngineOptions& eo) {
     eo.rope_scaling = a.value_or({"--rope-scaling"}, "");
     eo.rope_scale = a.num_or({"--rope-scale"}, 0, 0, 1024);
     eo.yarn_orig_ctx = uint32_t(a.int_or({"--yarn-orig-ctx"}, 0, 0, 1 << 24));
+    eo.f16_as_bf16 = a.flag({"--f16-as-bf16"});
 }
 
 int cmd_run(Args& a) {
@@ -51,7 +52,7 @@ int cmd_run(Args& a) {
     eo.n_ctx = uint32_t(a.int_or({"-c", "--ctx-size"}, 0, 0, 1 << 20));
     eo.kernels = a.value_or({"--kernels"}, "");
     eo.kv_type = parse_kv_type(a.value_or({"--kv-type"}, "f16"));
-    read_rope_flags(a, eo);
+    read_model_flags(a, eo);
     SamplerParams sp;
     sp.temperature = float(a.num_or({"--temp"}, sp.temperature, 0, 100));
     sp.top_k = int(a.int_or({"--top-k"}, sp.top_k, 0, 1 << 24));

@@ -18,7 +18,7 @@ int cmd_serve(Args& a) {
     eo.n_threads = int(a.int_or({"-t", "--threads"}, 0, 0, 1024));
     eo.kernels = a.value_or({"--kernels"}, "");
     eo.kv_type = parse_kv_type(a.value_or({"--kv-type"}, "f16"));
-    read_rope_flags(a, eo);
+    read_model_flags(a, eo);
     server::SchedulerOptions so;
     so.n_slots = int(a.int_or({"-np", "--parallel"}, 4, 1, 256));
     const uint32_t ctx = uint32_t(a.int_or({"-c", "--ctx-size"}, 0, 0, 1 << 20));

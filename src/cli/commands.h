@@ -25,6 +25,6 @@ int cmd_convert(Args& a);
 std::string demo_model_path();
 
 // --rope-scaling none|linear|ntk|yarn, --rope-scale S, --yarn-orig-ctx N into the options.
-void read_rope_flags(Args& a, celer::EngineOptions& eo);
+void read_model_flags(Args& a, celer::EngineOptions& eo);
 
 }  // namespace celer::cli

@@ -21,7 +21,7 @@ commands:
             [--min-p P] [--repeat-penalty R] [--presence-penalty P] [--frequency-penalty F]
             [-c CTX] [--kernels NAME] [--kv-type f16|f32|q8_0|q8_0-q4_0] [--file PROMPT_FILE]
             [--spec off|suffix|ngram|model] [--draft N] [--draft-fixed] [--draft-model FILE]
-            [--rope-scaling none|linear|ntk|yarn] [--rope-scale S] [--yarn-orig-ctx N]
+            [--rope-scaling none|linear|ntk|yarn] [--rope-scale S] [--yarn-orig-ctx N] [--f16-as-bf16]
             Generate a continuation; only the generated text goes to stdout. --spec guesses
             tokens by copying from the text so far (or with a small draft model of the same
             vocabulary) and lets the model check them (lossless).
@@ -31,12 +31,12 @@ commands:
   tokenize  -m FILE (TEXT | --file PATH) [--special] [--bos]
             Token ids separated by spaces.
   bench     -m FILE [-t N] [--prompt N] [--gen N] [--depth N | --depths 0,8192,32768] [--reps N] [--kv-type f16|f32|q8_0|q8_0-q4_0] [--json]
-            [--verify] [--replay PAIRS_DIR [--spec suffix|ngram] [--draft N]]
+            [--verify] [--replay PAIRS_DIR [--spec suffix|ngram] [--draft N]] [--f16-as-bf16]
             Prefill and decode tok/s, and decode against the measured bandwidth roofline.
   serve     -m FILE [--host H] [--port P] [--api-key K] [-t THREADS] [-np SEQUENCES] [-c CTX]
             [--kv-budget SIZE] [--kv-type f16|q8_0|q8_0-q4_0|f32] [--store FILE|none] [--max-tokens N]
             [--spec suffix|ngram|off] [--draft N] [--draft-fixed] [--rope-scaling ...] [--rope-scale S]
-            [--ctx-overflow error|drop-turns]
+            [--ctx-overflow error|drop-turns] [--f16-as-bf16]
             OpenAI-compatible server (Chat Completions, Completions, Responses, WebSocket).
   code      (-m FILE | --url URL) [--api-key K] [--approval ask|writes|auto] [--allow-network]
             [--no-sandbox] [--exec TASK] [--resume] [--session FILE] [--transport auto|ws|sse]

@@ -23,7 +23,9 @@ Engine::Engine(const std::string& model_path, const EngineOptions& opt) {
     pool_ = std::make_unique<ThreadPool>(opt.n_threads > 0 ? opt.n_threads : default_thread_count());
     uint32_t n_ctx = opt.n_ctx ? opt.n_ctx : std::min<uint32_t>(model_->hp.n_ctx_train, 4096);
     if (n_ctx > (1u << 20)) throw Error(fmt::format("context size {} is too large", n_ctx));
-    fwd_ = std::make_unique<CpuForward>(*model_, *pool_, *kernels_, n_ctx, opt.kv_type);
+    if (opt.f16_as_bf16 && !kernels_->gemm_bf16)
+        throw Error(fmt::format("--f16-as-bf16 needs kernels with bf16 dot products (avx512bf16); these are '{}'", kernels_->name));
+    fwd_ = std::make_unique<CpuForward>(*model_, *pool_, *kernels_, n_ctx, opt.kv_type, opt.f16_as_bf16);
     if (!opt.draft_model.empty()) draft_ = std::make_unique<DraftModel>(opt.draft_model, *model_, *pool_, *kernels_, n_ctx, opt.kv_type);
 }
 

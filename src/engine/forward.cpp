@@ -24,8 +24,8 @@ void rms_norm(const float* x, const float* w, float* out, size_t n, float eps) {
 
 }  // namespace
 
-CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx, KvType kv)
-    : m_(m), pool_(pool), k_(k), cache_(m.hp, n_ctx, kv) {
+CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx, KvType kv, bool f16_as_bf16)
+    : m_(m), pool_(pool), k_(k), f16_as_bf16_(f16_as_bf16), cache_(m.hp, n_ctx, kv) {
     const HParams& hp = m.hp;
     const size_t B = kMaxBatch;
     pos_.resize(B);
@@ -59,7 +59,8 @@ void CpuForward::pack_weights() {
     size_t total = 0, widest = 0;
     for (const Weight* w : ws) {
         if (!kernels::int8_packable(w->type, w->rows, w->cols) || packed_.count(w->data)) continue;
-        packed_[w->data] = {nullptr, w->type == TensorType::BF16 && k_.gemm_bf16};
+        const bool pairs = k_.gemm_bf16 && (w->type == TensorType::BF16 || (w->type == TensorType::F16 && f16_as_bf16_));
+        packed_[w->data] = {nullptr, pairs};
         place.push_back({w, total});
         total += (kernels::packed_bytes(w->type, w->rows, w->cols) + 4095) / 4096 * 4096;
         widest = std::max<size_t>(widest, w->cols);

@@ -41,7 +41,10 @@ class CpuForward {
 public:
     // Owns one KV cache of n_ctx positions (the single-sequence API below); more sequences bring
     // their own KvCache (of a pool of their own or shared) to eval_batch.
-    CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx, KvType kv = KvType::F32);
+    // f16_as_bf16: F16 weights take the bf16 pairs path too, rounded to bf16 (where the target
+    // has one; BF16 weights always do).
+    CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKernels& k, uint32_t n_ctx, KvType kv = KvType::F32,
+               bool f16_as_bf16 = false);
 
     KvType kv_type() const { return cache_.type(); }
     // Bytes of KV cache per token of context, all layers.
@@ -114,6 +117,7 @@ private:
     const Model& m_;
     ThreadPool& pool_;
     const kernels::CpuKernels& k_;
+    bool f16_as_bf16_;
     KvCache cache_;
     std::vector<int> pos_;             // (kMaxBatch) position of each row of the current step
     std::vector<float> logits_rows_;   // batched steps: (sequences, n_vocab)
