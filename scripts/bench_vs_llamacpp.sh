@@ -3,9 +3,9 @@
 # this repository, on the same synthetic GGUF files, alternating the engines file by file in one
 # run. Prints a Markdown table of llama-bench averages and celer medians.
 # usage: LLAMA_BENCH=/path/to/llama-bench [IK_BENCH=/path/to/ik/llama-bench] \
-#        [LLAMA_ARGS="..."] [IK_ARGS="-rtr 1"] scripts/bench_vs_llamacpp.sh [THREADS] [REPS] [PROMPT] [GEN]
+#        [LLAMA_ARGS="..."] [IK_ARGS="-rtr 1"] [CELER_ARGS="..."] scripts/bench_vs_llamacpp.sh [THREADS] [REPS] [PROMPT] [GEN]
 # IK_ARGS defaults to "-rtr 1" (run-time repacking, ik_llama.cpp's fastest CPU setting; its
-# flash attention is on by default).
+# flash attention is on by default). CELER_ARGS go to every celer bench (e.g. --f16-as-bf16).
 # Run it on an idle machine: a build or test beside it ruins the numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,7 @@ ik_bench=${IK_BENCH:-}
 llama_args=${LLAMA_ARGS:-}
 ik_args=${IK_ARGS:--rtr 1}
 celer=${CELER:-./build/celer}
+celer_args=${CELER_ARGS:-}
 dir=${CELER_BENCH_DIR:-/tmp/celer-bench}
 specs=${CELER_BENCH_FILES:-"qwen2.5-coder-0.5b:q8_0 qwen2.5-coder-0.5b:q4_0 qwen2.5-coder-0.5b:q4_k_m qwen2.5-coder-0.5b:f16 qwen2.5-coder-1.5b:q8_0"}
 mkdir -p "$dir"
@@ -36,12 +37,13 @@ peer() {  # llama-bench JSON for one file, or "null" when that engine is not giv
   "$1" -m "$2" -t "$threads" -p "$prompt" -n "$gen" -r "$reps" $3 -o json 2>/dev/null || echo null
 }
 echo "threads $threads, prompt $prompt, decode $gen tokens, $reps reps; tok/s (celer: median; llama-bench: mean)"
-echo "llama.cpp args: '$llama_args'; ik_llama.cpp args: '$ik_args'; celer: $("$celer" bench -m "${files[0]}" --prompt 1 --gen 1 --reps 1 --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print("kernels", d["kernels"], "KV", d["kv_type"])')"
+echo "llama.cpp args: '$llama_args'; ik_llama.cpp args: '$ik_args'; celer args: '$celer_args'; celer: $("$celer" bench -m "${files[0]}" --prompt 1 --gen 1 --reps 1 --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print("kernels", d["kernels"], "KV", d["kv_type"])')"
 echo
 echo "| file | celer prefill | llama.cpp | ik_llama.cpp | celer/llama | celer/ik | celer decode | llama.cpp | ik_llama.cpp | celer/llama | celer/ik | celer % of roofline |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for f in "${files[@]}"; do
-  c=$("$celer" bench -m "$f" -t "$threads" --prompt "$prompt" --gen "$gen" --reps "$reps" --json 2>/dev/null)
+  # shellcheck disable=SC2086
+  c=$("$celer" bench -m "$f" -t "$threads" --prompt "$prompt" --gen "$gen" --reps "$reps" $celer_args --json 2>/dev/null)
   l=$(peer "$llama_bench" "$f" "$llama_args")
   k=$(peer "$ik_bench" "$f" "$ik_args")
   python3 - "$f" "$c" "$l" "$k" <<'PY'
