@@ -56,14 +56,15 @@ void CpuForward::pack_weights() {
     ws.push_back(&m_.output);
     // Offsets first (each weight on its own 4 KiB pages), then one mapping for all.
     std::vector<std::pair<const Weight*, size_t>> place;
-    size_t total = 0, widest = 0;
+    size_t total = 0, widest_int8 = 0, widest_pairs = 0;  // the activation buffers each kind needs
     for (const Weight* w : ws) {
         if (!kernels::int8_packable(w->type, w->rows, w->cols) || packed_.count(w->data)) continue;
         const bool pairs = k_.gemm_bf16 && (w->type == TensorType::BF16 || (w->type == TensorType::F16 && f16_as_bf16_));
         packed_[w->data] = {nullptr, pairs};
         place.push_back({w, total});
         total += (kernels::packed_bytes(w->type, w->rows, w->cols) + 4095) / 4096 * 4096;
-        widest = std::max<size_t>(widest, w->cols);
+        if (pairs) widest_pairs = std::max<size_t>(widest_pairs, w->cols);
+        else if (!kernels::is_packed_float(w->type)) widest_int8 = std::max<size_t>(widest_int8, w->cols);
     }
     if (total > 0) {
         // Decode streams every byte of these once per token: on 4 KiB pages that is a TLB miss
@@ -88,11 +89,11 @@ void CpuForward::pack_weights() {
                  pk.bytes);
         });
     }
-    act_q_.resize(kMaxBatch * widest);
-    act_d_.resize(kMaxBatch * widest / kernels::kActBlock);
+    act_q_.resize(kMaxBatch * widest_int8);
+    act_d_.resize(kMaxBatch * widest_int8 / kernels::kActBlock);
     act_ds_.resize(act_d_.size());
     act_ds2_.resize(2 * act_d_.size());
-    if (k_.gemm_bf16) act_bf_.resize(kMaxBatch * widest);
+    act_bf_.resize(kMaxBatch * widest_pairs);
 }
 
 void CpuForward::matmul(const Weight& w, const float* x, size_t n_tok, float* y) { matmuls({{&w, y}}, x, n_tok); }
