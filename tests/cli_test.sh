@@ -64,6 +64,13 @@ check "bench --depths refuses a bad list" bash -c "! '$celer' bench -m '$tmp/m.g
 check "info runs" bash -c "'$celer' info -m '$tmp/m.gguf' | grep -q 'architecture:  llama'"
 check "info gives the KV bytes per token of every cache type" bash -c "'$celer' info -m '$tmp/m.gguf' | grep -q 'q8_0: [0-9]*; q8_0-q4_0: [0-9]*)'"
 check "run with 8-bit keys and 4-bit values" bash -c "[ -n \"\$('$celer' run -m '$tmp/m.gguf' -p hello -n 8 --temp 0 --kv-type q8_0-q4_0 2>/dev/null)\" ]"
+# --f16-as-bf16: where the CPU has bf16 dot products the F16 weights take them (and the greedy text
+# may differ from the exact one); with kernels that have none it is refused, naming them.
+"$celer" synth --shape tiny-llama --type f16 --layers 1 -o "$tmp/f16.gguf" 2>/dev/null
+check "--f16-as-bf16 with kernels that lack bf16 (scalar) is refused, naming them" bash -c "! CELER_KERNELS=scalar '$celer' run -m '$tmp/f16.gguf' -p hello -n 1 --f16-as-bf16 2>'$tmp/bferr' >/dev/null && grep -q \"'scalar'\" '$tmp/bferr'"
+if "$celer" run -m "$tmp/f16.gguf" -p hello -n 1 --kernels avx512bf16 >/dev/null 2>&1; then
+    check "--f16-as-bf16 runs and says so" bash -c "[ -n \"\$('$celer' run -m '$tmp/f16.gguf' -p hello -n 8 --temp 0 --f16-as-bf16 2>'$tmp/bflog')\" ] && grep -q 'F16 weights rounded to bf16' '$tmp/bflog'"
+fi
 check "an unknown KV type is refused, naming it" bash -c "! '$celer' run -m '$tmp/m.gguf' -p hello -n 1 --kv-type q4_0 2>'$tmp/kverr' >/dev/null && grep -q \"'q4_0'\" '$tmp/kverr'"
 
 head -c 1000 "$tmp/m.gguf" >"$tmp/cut.gguf"

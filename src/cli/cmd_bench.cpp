@@ -326,12 +326,12 @@ int cmd_bench(Args& a) {
             "{{\"model\": \"{}\", \"arch\": \"{}\", \"threads\": {}, \"kernels\": \"{}\", \"kv_type\": \"{}\", \"prompt\": {}, \"gen\": {}, \"depth\": {}, "
             "\"reps\": {}, \"prefill_tok_s\": {:.3f}, \"decode_tok_s\": {:.3f}, \"decode_weight_gb_s\": {:.3f}, "
             "\"weight_bytes_per_token\": {}, \"measured_bandwidth_gb_s\": {:.3f}, \"decode_roofline_tok_s\": {:.3f}, "
-            "\"decode_roofline_pct\": {:.1f}{}}}\n",
+            "\"decode_roofline_pct\": {:.1f}, \"f16_as_bf16\": {}{}}}\n",
             json_escape(model), arch_name(m.hp.arch), engine.n_threads(), engine.kernel_target(), kv_type_name(fwd.kv_type()), n_prompt, n_gen, depth, reps, pf, dc,
-            gbps, m.weight_bytes_per_token(), peak, roofline, 100.0 * dc / roofline, extra);
+            gbps, m.weight_bytes_per_token(), peak, roofline, 100.0 * dc / roofline, eo.f16_as_bf16, extra);
     } else {
-        fmt::print("model {} ({}), {} threads, kernels {}, depth {}, {} reps (medians)\n", model, arch_name(m.hp.arch),
-                   engine.n_threads(), engine.kernel_target(), depth, reps);
+        fmt::print("model {} ({}), {} threads, kernels {}{}, depth {}, {} reps (medians)\n", model, arch_name(m.hp.arch),
+                   engine.n_threads(), engine.kernel_target(), eo.f16_as_bf16 ? " (F16 weights rounded to bf16)" : "", depth, reps);
         fmt::print("prefill {:>6} tokens: {:>10.2f} tok/s\n", n_prompt, pf);
         fmt::print("decode  {:>6} tokens: {:>10.2f} tok/s  ({:.2f} GB/s of weights, {:.0f}% of the {:.1f} tok/s roofline at a measured {:.1f} GB/s)\n",
                    n_gen, dc, gbps, 100.0 * dc / roofline, roofline, peak);

@@ -79,8 +79,9 @@ int cmd_run(Args& a) {
     Engine engine(model, eo);
     const auto ids = engine.tokenize(prompt, true);
     if (ids.empty()) throw Error("the prompt is empty and the model adds no BOS token; give -p TEXT");
-    fmt::print(stderr, "celer: {} ({}), {} threads, kernels {}, {} KV cache of {} tokens ({:.1f} MiB), seed {}\n", model,
-               arch_name(engine.model().hp.arch), engine.n_threads(), engine.kernel_target(), kv_type_name(engine.forward().kv_type()),
+    fmt::print(stderr, "celer: {} ({}), {} threads, kernels {}{}, {} KV cache of {} tokens ({:.1f} MiB), seed {}\n", model,
+               arch_name(engine.model().hp.arch), engine.n_threads(), engine.kernel_target(),
+               eo.f16_as_bf16 ? " (F16 weights rounded to bf16)" : "", kv_type_name(engine.forward().kv_type()),
                engine.forward().n_ctx(), double(engine.forward().kv_bytes_per_token()) * engine.forward().n_ctx() / (1 << 20), sp.seed);
     const auto st = engine.generate(ids, n_predict, sp, [](std::string_view text) {
         std::fwrite(text.data(), 1, text.size(), stdout);

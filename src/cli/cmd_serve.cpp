@@ -65,9 +65,10 @@ int cmd_serve(Args& a) {
     server::Server srv(sched, mc, store, opt);
     const uint16_t port = srv.listen();
     fmt::print(stderr,
-               "celer serve: {} ({}), {} threads, kernels {}, {} sequences of up to {} tokens; KV cache {}, {:.1f} MiB "
+               "celer serve: {} ({}), {} threads, kernels {}{}, {} sequences of up to {} tokens; KV cache {}, {:.1f} MiB "
                "({} blocks of {} tokens, {:.1f} KiB per token); responses stored in {}\n",
-               id, arch_name(engine.model().hp.arch), engine.n_threads(), engine.kernel_target(), so.n_slots, so.slot_ctx,
+               id, arch_name(engine.model().hp.arch), engine.n_threads(), engine.kernel_target(),
+               eo.f16_as_bf16 ? " (F16 weights rounded to bf16)" : "", so.n_slots, so.slot_ctx,
                kv_type_name(eo.kv_type), double(sched.kv_bytes_total()) / (1 << 20), sched.kv_bytes_total() / sched.kv_block_bytes(),
                KvPool::kBlockTokens, double(sched.kv_block_bytes()) / KvPool::kBlockTokens / 1024, store_path == "none" ? "memory" : store_path);
     fmt::print(stderr, "celer serve: listening on http://{}:{}{}\n", opt.host, port, opt.api_key.empty() ? "" : " (API key required)");
