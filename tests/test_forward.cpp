@@ -45,28 +45,39 @@ std::vector<TokenId> test_tokens(uint32_t n_vocab, size_t n = kPositions) {
     return t;
 }
 
-TEST_P(ForwardMatchesReference, Nmse) {
-    const auto& [shape, type, target] = GetParam();
-    const auto model = load_model(test::synth_model(shape, type));
-    const auto tokens = test_tokens(model->hp.n_vocab);
-
-    ReferenceForward ref(*model);
+// Every position's logits from the reference, one token at a time.
+std::vector<float> reference_logits(const Model& m, std::span<const TokenId> tokens) {
+    ReferenceForward ref(m);
     std::vector<float> want;
     for (TokenId t : tokens) {
         const auto l = ref.step(t);
         want.insert(want.end(), l.begin(), l.end());
     }
+    return want;
+}
+
+// The engine's: a batched prefill of kPrefill tokens (all logits), then single-token decode steps.
+std::vector<float> engine_logits(CpuForward& fwd, std::span<const TokenId> tokens) {
+    std::vector<float> got, step;
+    fwd.eval(tokens.first(kPrefill), true, got);
+    for (size_t i = kPrefill; i < tokens.size(); ++i) {
+        fwd.eval(tokens.subspan(i, 1), false, step);
+        got.insert(got.end(), step.begin(), step.end());
+    }
+    return got;
+}
+
+TEST_P(ForwardMatchesReference, Nmse) {
+    const auto& [shape, type, target] = GetParam();
+    const auto model = load_model(test::synth_model(shape, type));
+    const auto tokens = test_tokens(model->hp.n_vocab);
+    const auto want = reference_logits(*model, tokens);
 
     ThreadPool pool(2);
     CpuForward fwd(*model, pool, kernels::select_kernels(target), 128);
     const bool int8 = fwd.int8_weights() > 0;
     const double bound = int8 ? 1e-3 : 1e-6, bound_pos = int8 ? 1e-3 : 1e-5;
-    std::vector<float> got, step;
-    fwd.eval(std::span(tokens).first(kPrefill), true, got);
-    for (int i = kPrefill; i < kPositions; ++i) {
-        fwd.eval(std::span(tokens).subspan(size_t(i), 1), false, step);
-        got.insert(got.end(), step.begin(), step.end());
-    }
+    const auto got = engine_logits(fwd, tokens);
     ASSERT_EQ(got.size(), want.size());
     for (const float v : got) ASSERT_TRUE(std::isfinite(v));
     EXPECT_LT(test::nmse(got, want), bound);
@@ -106,22 +117,12 @@ TEST(Forward, F16AsBf16StaysNearReference) {
         for (const char* shape : {"tiny-llama", "tiny-qwen2"}) {
             const auto model = load_model(test::synth_model(shape, "f16"));
             const auto tokens = test_tokens(model->hp.n_vocab);
-            ReferenceForward ref(*model);
-            std::vector<float> want;
-            for (TokenId t : tokens) {
-                const auto l = ref.step(t);
-                want.insert(want.end(), l.begin(), l.end());
-            }
+            const auto want = reference_logits(*model, tokens);
             ThreadPool pool(2);
             std::vector<float> got[2];
             for (const bool bf16 : {false, true}) {
                 CpuForward fwd(*model, pool, k, 128, KvType::F32, bf16);
-                std::vector<float> step;
-                fwd.eval(std::span(tokens).first(kPrefill), true, got[bf16]);
-                for (int i = kPrefill; i < kPositions; ++i) {
-                    fwd.eval(std::span(tokens).subspan(size_t(i), 1), false, step);
-                    got[bf16].insert(got[bf16].end(), step.begin(), step.end());
-                }
+                got[bf16] = engine_logits(fwd, tokens);
                 ASSERT_EQ(got[bf16].size(), want.size());
             }
             EXPECT_LT(test::nmse(got[0], want), 1e-6) << target << " " << shape;

@@ -123,6 +123,27 @@ INSTANTIATE_TEST_SUITE_P(PackedTypes, Int8Gemm, ::testing::Values(TensorType::Q8
                                                              TensorType::Q6_K),
                          [](const auto& p) { return std::string(traits(p.param).name); });
 
+// gamma_n = n u / (1 - n u), the classic bound on the relative error of an n-term float sum.
+double gamma_n(size_t n) {
+    const double u = std::ldexp(1.0, -24);
+    return double(n) * u / (1 - double(n) * u);
+}
+
+// The targets, then nullptr for the scalar twin.
+std::vector<const kernels::CpuKernels*> and_twin(std::vector<const kernels::CpuKernels*> ks) {
+    ks.push_back(nullptr);
+    return ks;
+}
+
+// A product of every row group of a packed (rows, cols) weight over tokens [0, n_tok) into y
+// (n_tok, rows); the caller sets the activations.
+kernels::GemmArgs whole_product(TensorType type, const std::vector<uint8_t>& packed, size_t rows, size_t cols, size_t n_tok, float* y) {
+    kernels::GemmArgs a{};
+    a.type = type, a.w = packed.data(), a.cols = cols, a.tok0 = 0, a.tok1 = n_tok;
+    a.y = y, a.ldy = rows, a.g0 = 0, a.g1 = rows / 16;
+    return a;
+}
+
 // F16 / BF16 packed by columns of 16 rows stay float: every target and the twin against a plain
 // dot product of the unpacked weights, within the float bound 2 gamma_n sum |w x| (the two sum
 // in different orders). Token counts exercise tiles of 12, 8, 4, 2 and 1 and the 64-token chunk.
@@ -142,14 +163,11 @@ TEST_P(PackedFloatGemm, MatchesUnpackedWeights) {
         kernels::pack_groups(type, w.data(), rb, cols, 0, rows / 16, packed.data());
         for (const size_t n_tok : {1u, 3u, 15u, 27u, 70u}) {
             const auto x = test::random_floats(n_tok * cols, cols * 3 + n_tok, -2.0f, 2.0f);
-            const double u = std::ldexp(1.0, -24), gamma = double(cols) * u / (1 - double(cols) * u);
-            std::vector<const kernels::CpuKernels*> ks = int8_targets();
-            ks.push_back(nullptr);  // the scalar twin
-            for (const auto* k : ks) {
+            const double gamma = gamma_n(cols);
+            for (const auto* k : and_twin(int8_targets())) {
                 std::vector<float> y(n_tok * rows, NAN);
-                kernels::GemmArgs a{};
-                a.type = type, a.w = packed.data(), a.cols = cols, a.xf = x.data(), a.tok0 = 0, a.tok1 = n_tok;
-                a.y = y.data(), a.ldy = rows, a.g0 = 0, a.g1 = rows / 16;
+                kernels::GemmArgs a = whole_product(type, packed, rows, cols, n_tok, y.data());
+                a.xf = x.data();
                 k ? k->gemm_int8(a) : kernels::gemm_ref(a);
                 std::vector<float> wrow(cols);
                 for (size_t r = 0; r < rows; ++r) {
@@ -232,15 +250,12 @@ TEST_P(PackedBf16Gemm, MatchesUnpackedWeights) {
             const auto x = test::random_floats(n_tok * cols, cols * 5 + n_tok, -2.0f, 2.0f);
             std::vector<uint16_t> xb(n_tok * cols);
             kernels::to_bf16_ref(x.data(), n_tok, cols, xb.data());
-            const double u = std::ldexp(1.0, -24), gamma = double(cols) * u / (1 - double(cols) * u);
+            const double gamma = gamma_n(cols);
             const double rounding = std::pow(1 + std::ldexp(1.0, -8), type == TensorType::F16 ? 2 : 1) - 1;
-            std::vector<const kernels::CpuKernels*> ks = bf16_targets();
-            ks.push_back(nullptr);  // the scalar twin
-            for (const auto* k : ks) {
+            for (const auto* k : and_twin(bf16_targets())) {
                 std::vector<float> y(n_tok * rows, NAN);
-                kernels::GemmArgs a{};
-                a.type = type, a.w = packed.data(), a.cols = cols, a.xb = xb.data(), a.tok0 = 0, a.tok1 = n_tok;
-                a.y = y.data(), a.ldy = rows, a.g0 = 0, a.g1 = rows / 16;
+                kernels::GemmArgs a = whole_product(type, packed, rows, cols, n_tok, y.data());
+                a.xb = xb.data();
                 const auto run = [&] { k ? k->gemm_bf16(a) : kernels::gemm_bf16_ref(a); };
                 if (n_tok > 16) {
                     a.tok1 = 16, run();
