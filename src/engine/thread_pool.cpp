@@ -6,6 +6,17 @@
 
 namespace celer {
 
+namespace {
+// A spin-wait hint: lets the other hardware thread of the core run, and saves power.
+inline void cpu_relax() {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+}  // namespace
+
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
     for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker(i); });
 }
@@ -34,9 +45,7 @@ void ThreadPool::worker(int id) {
         // Spin on the generation counter first; fall back to sleeping.
         uint64_t g = generation_.load(std::memory_order_acquire);
         for (int spin = 0; g == seen && spin < 20000; ++spin) {
-#if defined(__x86_64__)
-            __builtin_ia32_pause();
-#endif
+            cpu_relax();
             g = generation_.load(std::memory_order_acquire);
         }
         if (g == seen) {
@@ -68,9 +77,7 @@ void ThreadPool::run(int n_tasks, const std::function<void(int, int)>& fn) {
     cv_.notify_all();
     work(0);
     while (busy_.load(std::memory_order_acquire) != 0) {
-#if defined(__x86_64__)
-        __builtin_ia32_pause();
-#endif
+        cpu_relax();
     }
 }
 

@@ -45,6 +45,8 @@ const Target kTargets[] = {
     {&avx512vnni_kernels, &has_avx512vnni},
     {&avx512_kernels, &has_avx512},
     {&avx2_kernels, &has_avx2},
+#elif defined(__aarch64__)
+    {&neon_kernels, &always},
 #endif
     {&scalar_kernels, &always},
 };

@@ -150,6 +150,8 @@ const CpuKernels& avx2_kernels();    // vector_target.cpp built with -mavx2 -mfm
 const CpuKernels& avx512_kernels();  // ... with -mavx512f -mavx512bw -mavx512vl -mavx512dq
 const CpuKernels& avx512vnni_kernels();  // ... and -mavx512vnni: adds the packed int8 path
 const CpuKernels& avx512bf16_kernels();  // ... and -mavx512bf16: adds the bf16 dot-product path
+#elif defined(__aarch64__)
+const CpuKernels& neon_kernels();  // vector_target.cpp for AArch64 (NEON is in its base set)
 #endif
 
 // Names of the targets compiled in whose instructions this CPU can execute, best first.
