@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything celer needs to build and test on Debian 12. Safe to run again: it only
-# calls apt-get when a package is missing.
+# calls apt-get when a package is missing. `setup.sh --arm64` installs instead what
+# scripts/cross_test.sh needs: the AArch64 cross compiler, the arm64 builds of the libraries
+# (Debian multiarch, beside the native ones) and qemu-user to run its binaries.
 set -euo pipefail
+
+arm64=0
+[ "${1:-}" = "--arm64" ] && arm64=1
 
 packages=(
   build-essential cmake ninja-build pkg-config
@@ -24,6 +29,11 @@ if ! command -v npm >/dev/null; then
   packages+=(nodejs npm)
 fi
 
+if [ "$arm64" = 1 ]; then
+  packages=(g++-aarch64-linux-gnu qemu-user libfmt-dev:arm64 libgtest-dev:arm64 libpcre2-dev:arm64 libicu-dev:arm64
+            libsqlite3-dev:arm64 libcurl4-openssl-dev:arm64)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,7 +47,7 @@ install_npm() {
   fi
 }
 if [ ${#missing[@]} -eq 0 ]; then
-  install_npm
+  [ "$arm64" = 1 ] || install_npm
   exit 0
 fi
 
@@ -48,6 +58,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "setup: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+if [ "$arm64" = 1 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  $sudo dpkg --add-architecture arm64
+fi
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-install_npm
+[ "$arm64" = 1 ] || install_npm
