@@ -33,5 +33,18 @@ TEST(Kernels, SelectionByNameAndEnvironment) {
     for (auto name : kernels::available_targets()) EXPECT_EQ(kernels::select_kernels(name).name, name);
 }
 
+// Targets are listed best first, the scalar twin last, and "auto" takes the first. On AArch64
+// the NEON target is always there (NEON is part of its base instruction set) and always chosen.
+TEST(Kernels, BestTargetFirstScalarLast) {
+    const auto targets = kernels::available_targets();
+    ASSERT_FALSE(targets.empty());
+    EXPECT_EQ(targets.back(), "scalar");
+    EXPECT_EQ(kernels::select_kernels("auto").name, targets.front());
+#if defined(__aarch64__)
+    ASSERT_EQ(targets.size(), 2u);
+    EXPECT_EQ(targets.front(), "neon");
+#endif
+}
+
 }  // namespace
 }  // namespace celer
