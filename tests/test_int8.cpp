@@ -228,13 +228,14 @@ TEST(Bf16, ConvertMatchesScalarTwin) {
 // rounded values, within 2 gamma_n sum |w x| (products are exact in float, so only the sums'
 // order differs); and against the unrounded weights and activations within the roundings'
 // bound: each of them moves a product by at most 2^-8 relative, so sum |w x| ((1 + 2^-8)^k - 1)
-// with k = 1 (BF16) or 2 (F16) more. Token counts exercise tiles of 16, 8, 4, 2 and 1, narrow
-// last blocks, the 64-token chunk, and a call that starts at token 16.
+// with k = 1 (BF16) or 2 (F16) more. Token counts exercise tiles of 8, 4, 2 and 1, narrow last
+// blocks, the 64-token chunk, and a call that starts at token 16; three row groups, a pair of
+// groups per tile and an odd last one.
 class PackedBf16Gemm : public ::testing::TestWithParam<TensorType> {};
 
 TEST_P(PackedBf16Gemm, MatchesUnpackedWeights) {
     const TensorType type = GetParam();
-    const size_t rows = 32;
+    const size_t rows = 48;
     for (const size_t cols : {64u, 896u}) {
         const size_t rb = row_bytes(type, cols);
         std::vector<uint8_t> w(rows * rb);
