@@ -38,7 +38,7 @@
 // side, row r's at 32p + 2r and 32p + 2r + 1 (64 bytes, one register: the operand of vdpbf16ps,
 // whose lane r takes the products of row r's pair with a broadcast pair of activations). The
 // activations are rounded to bf16 and laid out by pairs too (GemmArgs::xb, bf16_act_offset), in
-// blocks of 16 tokens, so that a tile's broadcasts are 16 consecutive 4-byte pairs and one
+// blocks of 16 tokens, so that a tile's broadcasts are consecutive 4-byte pairs and one
 // pointer walks them. F16 weights may be packed so too, rounded to bf16 (3 of their 11
 // significant bits lost): only on request, as the engine's f16_as_bf16.
 #pragma once
