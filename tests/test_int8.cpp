@@ -75,7 +75,8 @@ TEST_P(Int8Gemm, MatchesScalarTwinAndUnpackedWeights) {
         kernels::pack_groups(type, w.data(), rb, cols, 0, 1, packed.data());  // in two calls, as threads do
         kernels::pack_groups(type, w.data(), rb, cols, 1, rows / 16, packed.data());
 
-        // 1, 3, 13 (tiles of 8 + 4 + 1) and 70 tokens (across the 64-token chunk).
+        // 1, 3, 13 and 70 tokens (across the 64-token chunk): over three row groups, tiles of two
+        // groups x 6, 4, 2, 1 tokens and of the odd group x 8, 4, 2, 1.
         for (const size_t n_tok : {1u, 3u, 13u, 70u}) {
             const auto x = test::random_floats(n_tok * cols, cols + n_tok, -2.0f, 2.0f);
             QuantizedActs xq(n_tok, cols);
