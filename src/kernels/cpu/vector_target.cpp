@@ -86,11 +86,19 @@ inline void float_row_to_half(const float* x, uint16_t* y, size_t n) {
 
 #if defined(__AVX512F__)
 #include "kernels/cpu/matvec_avx512.inc"
+#elif defined(__AVX2__)
+#include "kernels/cpu/matvec_avx2.inc"
 #else
 template <TensorType T>
 inline constexpr bool kFusedMatvec = false;
 template <TensorType T>
 void fused_matvec(const MatmulArgs&) {}
+#endif
+#if defined(__AVX512F__) || !defined(__AVX2__)
+// Only AVX2 has a prefill tile of its own (matvec_avx2.inc); the others use dot_tile.
+constexpr bool kNativeTile = false;
+template <int R, int C>
+void dot_tile_native(const float*, size_t, const float*, size_t, size_t, float*, size_t) {}
 #endif
 
 #if defined(__AVX512VNNI__)
