@@ -145,6 +145,32 @@ TEST(Forward, ThreadCountDoesNotChangeResults) {
     EXPECT_EQ(a, b);
 }
 
+// Decode splits each product's rows into one run per thread, and a thread that finishes its run
+// takes pieces from the back of another's: which thread computes a row, and in which piece, must
+// not change a bit. More threads than this machine's cores keep them out of step, so pieces
+// change hands in most steps.
+TEST(Forward, DecodeThreadCountDoesNotChangeResults) {
+    for (const char* type : {"q8_0", "q4_k_m"}) {
+        const auto model = load_model(test::synth_model("tiny-qwen2", type));
+        const auto tokens = test_tokens(model->hp.n_vocab);
+        for (const auto target : kernels::available_targets()) {
+            std::vector<float> first;
+            for (const int threads : {1, 2, 3, 5}) {
+                ThreadPool pool(threads);
+                CpuForward fwd(*model, pool, kernels::select_kernels(target), 128);
+                std::vector<float> logits, got;
+                fwd.eval(std::span(tokens).first(4), false, logits);
+                for (size_t i = 4; i < tokens.size(); ++i) {
+                    fwd.eval(std::span(tokens).subspan(i, 1), false, logits);
+                    got.insert(got.end(), logits.begin(), logits.end());
+                }
+                if (threads == 1) first = got;
+                else EXPECT_EQ(got, first) << type << " " << target << " " << threads << " threads";
+            }
+        }
+    }
+}
+
 // Decode at depth splits attention over key ranges and merges them (flash-decoding): the logits
 // of decode steps after 700 tokens must still match the reference, on every target, and the
 // split must not depend on the thread count. With an fp16 cache every key and value is rounded

@@ -3,6 +3,7 @@
 // kernel table. Its logits are tested against ReferenceForward.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -109,6 +110,8 @@ private:
     };
     void matmul(const Weight& w, const float* x, size_t n_tok, float* y);
     void matmuls(std::initializer_list<Product> products, const float* x, size_t n_tok);
+    template <typename Gemm>
+    void decode_products(std::initializer_list<Product> products, const Gemm& gemm);
     void matmul_float(const Weight& w, const float* x, size_t n_tok, float* y);
     void attention(uint32_t il, const Span& s);
     void pack_weights();
@@ -158,6 +161,13 @@ private:
         size_t g0, g1;
     };
     std::vector<GemmTask> tasks_;
+    // Decode products: each thread's run of pairs of groups, [front, back) packed in 32 bits
+    // each, on a cache line of its own (see matmuls).
+    struct alignas(64) Run {
+        std::atomic<uint64_t> span{0};
+    };
+    std::unique_ptr<Run[]> runs_;
+    std::vector<size_t> unit_start_;  // first pair of each product in the runs' numbering
 };
 
 }  // namespace celer
