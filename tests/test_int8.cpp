@@ -147,12 +147,14 @@ kernels::GemmArgs whole_product(TensorType type, const std::vector<uint8_t>& pac
 
 // F16 / BF16 packed by columns of 16 rows stay float: every target and the twin against a plain
 // dot product of the unpacked weights, within the float bound 2 gamma_n sum |w x| (the two sum
-// in different orders). Token counts exercise tiles of 12, 8, 4, 2 and 1 and the 64-token chunk.
+// in different orders). Token counts exercise tiles of 12, 8, 4, 2 and 1 and the 64-token chunk;
+// three row groups a pair's tiles and a single group's, which must give the same bits (a product
+// taken group by group runs only the latter).
 class PackedFloatGemm : public ::testing::TestWithParam<TensorType> {};
 
 TEST_P(PackedFloatGemm, MatchesUnpackedWeights) {
     const TensorType type = GetParam();
-    const size_t rows = 32;
+    const size_t rows = 48;
     for (const size_t cols : {64u, 896u}) {
         ASSERT_TRUE(kernels::int8_packable(type, rows, cols));
         const size_t rb = row_bytes(type, cols);
@@ -180,6 +182,13 @@ TEST_P(PackedFloatGemm, MatchesUnpackedWeights) {
                             << (k ? k->name : "twin") << " row " << r << " token " << t << " of " << n_tok << " cols " << cols;
                     }
                 }
+                std::vector<float> by_group(y.size(), NAN);
+                a.y = by_group.data();
+                for (size_t g = 0; g < rows / 16; ++g) {
+                    a.g0 = g, a.g1 = g + 1;
+                    k ? k->gemm_int8(a) : kernels::gemm_ref(a);
+                }
+                EXPECT_EQ(0, std::memcmp(y.data(), by_group.data(), y.size() * sizeof(float))) << (k ? k->name : "twin") << " " << n_tok;
             }
         }
     }
