@@ -43,6 +43,7 @@ CpuForward::CpuForward(const Model& m, ThreadPool& pool, const kernels::CpuKerne
     scratch_.resize(size_t(pool.size()) *
                     std::max(widest * kernels::kScratchRows, kernels::attn_scratch_floats(std::max(kAttnTokens, kExactTokens) * group, hp.head_dim, hp.head_dim_v)));
     runs_ = std::make_unique<Run[]>(size_t(pool.size()));
+    rope_cs_.resize(size_t(pool.size()) * hp.n_rot);
     if (k_.gemm_int8) pack_weights();
 }
 
@@ -156,33 +157,26 @@ void CpuForward::matmuls(std::initializer_list<Product> products, const float* x
         a.g1 = g1;
         (k0 == 3 ? k_.gemm_bf16 : k_.gemm_int8)(a);
     };
-    if (n_tok == 1 && pool_.size() > 1) {
-        decode_products(products, gemm);
+    if (pool_.size() == 1) {
+        for (const Product& p : products) gemm(p, 0, p.w->rows / kernels::kGroupRows);
         return;
     }
-    // Prefill (and decode on one thread): several ranges per thread, to balance threads that run
-    // at different speeds.
-    tasks_.clear();
-    for (const Product& p : products) {
-        const size_t groups = p.w->rows / kernels::kGroupRows;
-        const size_t n = std::min<size_t>(groups, size_t(pool_.size()) * 4);
-        for (size_t i = 0; i < n; ++i) tasks_.push_back({&p, groups * i / n, groups * (i + 1) / n});
-    }
-    pool_.run(int(tasks_.size()), [&](int task, int) {
-        const GemmTask& gt = tasks_[size_t(task)];
-        gemm(*gt.p, gt.g0, gt.g1);
-    });
+    // Prefill takes pieces of at most about 256 KiB of weights, which stay in L2 while every
+    // 64-token chunk of the activations passes over them.
+    const size_t unit_bytes = 2 * kernels::kGroupRows * products.begin()->w->row_bytes;
+    split_products(products, gemm, n_tok == 1 ? UINT32_MAX : uint32_t(std::max<size_t>(1, (size_t(256) << 10) / unit_bytes)));
 }
 
 namespace {
-// Takes about half of what is left of a run [front, back): from its front for the thread that
-// owns it, from its back for a thread that has finished its own. False when nothing is left.
-bool take_units(std::atomic<uint64_t>& span, bool front, uint32_t& u0, uint32_t& u1) {
+// Takes about half of what is left of a run [front, back), at most `cap`: from its front for the
+// thread that owns it, from its back for a thread that has finished its own. False when nothing
+// is left.
+bool take_units(std::atomic<uint64_t>& span, bool front, uint32_t cap, uint32_t& u0, uint32_t& u1) {
     uint64_t v = span.load(std::memory_order_relaxed);
     for (;;) {
         const uint32_t f = uint32_t(v), b = uint32_t(v >> 32);
         if (f >= b) return false;
-        const uint32_t n = std::max<uint32_t>(1, (b - f) / 2);
+        const uint32_t n = std::clamp<uint32_t>((b - f) / 2, 1, cap);
         u0 = front ? f : b - n;
         u1 = front ? f + n : b;
         const uint64_t next = front ? (uint64_t(b) << 32 | (f + n)) : (uint64_t(b - n) << 32 | f);
@@ -191,15 +185,16 @@ bool take_units(std::atomic<uint64_t>& span, bool front, uint32_t& u0, uint32_t&
 }
 }  // namespace
 
-// Decode: each thread owns one contiguous run of the products' pairs of groups (the unit of the
-// one-token kernels), so that it streams its weights in one sequential pass (0.5b Q8_0 decoded
-// 48.4 tok/s so, against 47.6 with 2 ranges per thread and 46.1 with 8), and takes pieces of it
-// from the front; a thread that has finished its own run takes pieces from the back of the run
-// with the most left. Threads that run at different speeds (a shared machine's other tenants, two
-// cores at different distances from memory) then finish together: with fixed halves each waited
-// for the other 6-7% of a 0.5b decode step. Which thread computes a row changes nothing in it.
+// Each thread owns one contiguous run of the products' pairs of groups (the unit of the one-token
+// kernels and of the prefill tiles), so that it streams its weights in one sequential pass (0.5b
+// Q8_0 decoded 48.4 tok/s so, against 47.6 with 2 ranges per thread and 46.1 with 8), and takes
+// pieces of it from the front, at most `cap` pairs at a time; a thread that has finished its own
+// run takes pieces from the back of the run with the most left. Threads that run at different
+// speeds (a shared machine's other tenants, two cores at different distances from memory) then
+// finish together: with fixed halves each waited for the other 6-7% of a 0.5b decode step.
+// Which thread computes a row changes nothing in it.
 template <typename Gemm>
-void CpuForward::decode_products(std::initializer_list<Product> products, const Gemm& gemm) {
+void CpuForward::split_products(std::initializer_list<Product> products, const Gemm& gemm, uint32_t cap) {
     unit_start_.assign(1, 0);
     for (const Product& p : products) unit_start_.push_back(unit_start_.back() + (p.w->rows / kernels::kGroupRows + 1) / 2);
     const size_t units = unit_start_.back(), n_runs = size_t(pool_.size());
@@ -215,7 +210,7 @@ void CpuForward::decode_products(std::initializer_list<Product> products, const 
     };
     pool_.run(int(n_runs), [&](int own, int) {
         uint32_t u0, u1;
-        while (take_units(runs_[size_t(own)].span, true, u0, u1)) compute(u0, u1);
+        while (take_units(runs_[size_t(own)].span, true, cap, u0, u1)) compute(u0, u1);
         for (;;) {
             size_t most = 0, from = n_runs;
             for (size_t r = 0; r < n_runs; ++r) {
@@ -224,7 +219,7 @@ void CpuForward::decode_products(std::initializer_list<Product> products, const 
                 if (left > most) most = left, from = r;
             }
             if (from == n_runs) break;
-            if (take_units(runs_[from].span, false, u0, u1)) compute(u0, u1);
+            if (take_units(runs_[from].span, false, cap, u0, u1)) compute(u0, u1);
         }
     });
 }
@@ -252,27 +247,41 @@ void CpuForward::matmul_float(const Weight& w, const float* x, size_t n_tok, flo
     });
 }
 
-void CpuForward::rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld) {
+// RoPE on row t of the queries and of the keys, with one evaluation of the position's angles
+// (cs: n_rot floats of scratch).
+void CpuForward::rope_token(size_t t, float* cs) {
     const HParams& hp = m_.hp;
     const uint32_t half = hp.n_rot / 2;
-    for (size_t t = 0; t < n_tok; ++t) {
-        const int pos = pos_[t];
-        for (uint32_t i = 0; i < half; ++i) {
-            const double theta = rope_theta(hp, m_.rope_freq_factors, pos, i);
-            rope_cos_[i] = float(std::cos(theta) * hp.rope_attn_factor);
-            rope_sin_[i] = float(std::sin(theta) * hp.rope_attn_factor);
-        }
+    float *cos_ = cs, *sin_ = cs + half;
+    for (uint32_t i = 0; i < half; ++i) {
+        const double theta = rope_theta(hp, m_.rope_freq_factors, pos_[t], i);
+        cos_[i] = float(std::cos(theta) * hp.rope_attn_factor);
+        sin_[i] = float(std::sin(theta) * hp.rope_attn_factor);
+    }
+    const auto rotate = [&](float* row, uint32_t n_heads) {
         for (uint32_t h = 0; h < n_heads; ++h) {
-            float* head = x + t * ld + size_t(h) * hp.head_dim;
+            float* head = row + size_t(h) * hp.head_dim;
             for (uint32_t i = 0; i < half; ++i) {
                 const uint32_t a = hp.rope_layout == RopeLayout::Normal ? 2 * i : i;
                 const uint32_t b = hp.rope_layout == RopeLayout::Normal ? 2 * i + 1 : i + half;
                 const float x0 = head[a], x1 = head[b];
-                head[a] = x0 * rope_cos_[i] - x1 * rope_sin_[i];
-                head[b] = x0 * rope_sin_[i] + x1 * rope_cos_[i];
+                head[a] = x0 * cos_[i] - x1 * sin_[i];
+                head[b] = x0 * sin_[i] + x1 * cos_[i];
             }
         }
-    }
+    };
+    rotate(q_.data() + t * hp.q_dim(), hp.n_head);
+    rotate(kv_k_.data() + t * hp.kv_dim(), hp.n_head_kv);
+}
+
+// Calls fn(t0, t1, thread) over ranges of a step's n rows: on the pool for a prefill step (its
+// norms, RoPE, residual sums and SwiGLU took 6% of a 512-token prefill on the calling thread
+// alone), inline for a few rows, where a pool call would cost more than the work.
+template <typename Fn>
+void CpuForward::for_rows(size_t n, const Fn& fn) {
+    if (n < 16 || pool_.size() == 1) return fn(size_t(0), n, 0);
+    const size_t tasks = std::min(n, size_t(pool_.size()) * 4);
+    pool_.run(int(tasks), [&](int i, int thread) { fn(n * size_t(i) / tasks, n * size_t(i + 1) / tasks, thread); });
 }
 
 // Causal attention, one task per (token, GQA group): token t sees the cache up to its own
@@ -549,8 +558,6 @@ void CpuForward::eval_step(std::span<const TokenId> tokens, std::span<Span> span
     const HParams& hp = m_.hp;
     const size_t n = tokens.size();
     const size_t E = hp.n_embd;
-    rope_cos_.resize(hp.n_rot / 2);
-    rope_sin_.resize(hp.n_rot / 2);
     for (Span& s : spans) {
         for (size_t t = 0; t < s.n; ++t) pos_[s.first + t] = int(s.cache->n_past_ + t);
         const size_t n_blocks = KvPool::blocks_for(s.cache->n_past_ + s.n);
@@ -565,32 +572,47 @@ void CpuForward::eval_step(std::span<const TokenId> tokens, std::span<Span> span
         // saw to that), so stopping here leaves every cache as it was.
         if (abort && abort()) throw StepAborted();
         const LayerWeights& L = m_.layers[il];
-        for (size_t t = 0; t < n; ++t) rms_norm(x_.data() + t * E, L.attn_norm.data(), xn_.data() + t * E, E, hp.rms_eps);
+        for_rows(n, [&](size_t t0, size_t t1, int) {
+            for (size_t t = t0; t < t1; ++t) rms_norm(x_.data() + t * E, L.attn_norm.data(), xn_.data() + t * E, E, hp.rms_eps);
+        });
         matmuls({{&L.wq, q_.data()}, {&L.wk, kv_k_.data()}, {&L.wv, kv_v_.data()}}, xn_.data(), n);
-        for (size_t t = 0; t < n; ++t) {
-            float* q = q_.data() + t * hp.q_dim();
-            float* k = kv_k_.data() + t * hp.kv_dim();
-            float* v = kv_v_.data() + t * hp.v_dim();
-            for (size_t i = 0; i < L.bq.size(); ++i) q[i] += L.bq[i];
-            for (size_t i = 0; i < L.bk.size(); ++i) k[i] += L.bk[i];
-            for (size_t i = 0; i < L.bv.size(); ++i) v[i] += L.bv[i];
-            if (!L.q_norm.empty())
-                for (uint32_t h = 0; h < hp.n_head; ++h) rms_norm(q + h * hp.head_dim, L.q_norm.data(), q + h * hp.head_dim, hp.head_dim, hp.rms_eps);
-            if (!L.k_norm.empty())
-                for (uint32_t h = 0; h < hp.n_head_kv; ++h) rms_norm(k + h * hp.head_dim, L.k_norm.data(), k + h * hp.head_dim, hp.head_dim, hp.rms_eps);
-        }
-        rope_rows(q_.data(), n, hp.n_head, hp.q_dim());
-        rope_rows(kv_k_.data(), n, hp.n_head_kv, hp.kv_dim());
+        for_rows(n, [&](size_t t0, size_t t1, int thread) {
+            for (size_t t = t0; t < t1; ++t) {
+                float* q = q_.data() + t * hp.q_dim();
+                float* k = kv_k_.data() + t * hp.kv_dim();
+                float* v = kv_v_.data() + t * hp.v_dim();
+                for (size_t i = 0; i < L.bq.size(); ++i) q[i] += L.bq[i];
+                for (size_t i = 0; i < L.bk.size(); ++i) k[i] += L.bk[i];
+                for (size_t i = 0; i < L.bv.size(); ++i) v[i] += L.bv[i];
+                if (!L.q_norm.empty())
+                    for (uint32_t h = 0; h < hp.n_head; ++h) rms_norm(q + h * hp.head_dim, L.q_norm.data(), q + h * hp.head_dim, hp.head_dim, hp.rms_eps);
+                if (!L.k_norm.empty())
+                    for (uint32_t h = 0; h < hp.n_head_kv; ++h) rms_norm(k + h * hp.head_dim, L.k_norm.data(), k + h * hp.head_dim, hp.head_dim, hp.rms_eps);
+                rope_token(t, rope_cs_.data() + size_t(thread) * hp.n_rot);
+            }
+        });
         for (const Span& s : spans) store_kv(il, s);
         for (const Span& s : spans) attention(il, s);
         matmul(L.wo, attn_.data(), n, out_.data());
-        for (size_t i = 0; i < n * E; ++i) x_[i] += out_[i];
-
-        for (size_t t = 0; t < n; ++t) rms_norm(x_.data() + t * E, L.ffn_norm.data(), xn_.data() + t * E, E, hp.rms_eps);
+        for_rows(n, [&](size_t t0, size_t t1, int) {
+            for (size_t t = t0; t < t1; ++t) {
+                float* x = x_.data() + t * E;
+                for (size_t i = 0; i < E; ++i) x[i] += out_[t * E + i];
+                rms_norm(x, L.ffn_norm.data(), xn_.data() + t * E, E, hp.rms_eps);
+            }
+        });
         matmuls({{&L.w_gate, gate_.data()}, {&L.w_up, up_.data()}}, xn_.data(), n);
-        k_.swiglu(gate_.data(), up_.data(), n * hp.n_ff);
+        // Split on multiples of 64 elements, so that each element takes the path (vector or
+        // scalar tail) it takes in one call over all rows.
+        const size_t ff = n * hp.n_ff;
+        for_rows(n, [&](size_t t0, size_t t1, int) {
+            const size_t e0 = t0 == 0 ? 0 : t0 * hp.n_ff / 64 * 64, e1 = t1 == n ? ff : t1 * hp.n_ff / 64 * 64;
+            k_.swiglu(gate_.data() + e0, up_.data() + e0, e1 - e0);
+        });
         matmul(L.w_down, gate_.data(), n, out_.data());
-        for (size_t i = 0; i < n * E; ++i) x_[i] += out_[i];
+        for_rows(n, [&](size_t t0, size_t t1, int) {
+            for (size_t i = t0 * E; i < t1 * E; ++i) x_[i] += out_[i];
+        });
     }
     for (const Span& s : spans) s.cache->n_past_ += uint32_t(s.n);
     // Final norm and the output product only for the rows whose logits are wanted.

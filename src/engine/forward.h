@@ -111,11 +111,13 @@ private:
     void matmul(const Weight& w, const float* x, size_t n_tok, float* y);
     void matmuls(std::initializer_list<Product> products, const float* x, size_t n_tok);
     template <typename Gemm>
-    void decode_products(std::initializer_list<Product> products, const Gemm& gemm);
+    void split_products(std::initializer_list<Product> products, const Gemm& gemm, uint32_t cap);
     void matmul_float(const Weight& w, const float* x, size_t n_tok, float* y);
     void attention(uint32_t il, const Span& s);
     void pack_weights();
-    void rope_rows(float* x, size_t n_tok, uint32_t n_heads, size_t ld);
+    void rope_token(size_t t, float* cs);
+    template <typename Fn>
+    void for_rows(size_t n, const Fn& fn);
 
     const Model& m_;
     ThreadPool& pool_;
@@ -126,7 +128,7 @@ private:
     std::vector<float> logits_rows_;   // batched steps: (sequences, n_vocab)
     std::vector<float> x_, xn_, q_, kv_k_, kv_v_, attn_, gate_, up_, out_;  // (kMaxBatch, width)
     std::vector<float> scratch_;                                           // per thread: widest row
-    std::vector<float> rope_cos_, rope_sin_;                               // (n_rot / 2) for one position
+    std::vector<float> rope_cs_;                                           // per thread: n_rot (cos, sin)
     // Prefill attention: tokens per task, sharing each read of a tile of keys and values.
     static constexpr size_t kAttnTokens = 8;
     // Split attention's unnormalised outputs, maxima and sums per (range, kv head, token, query
@@ -156,13 +158,8 @@ private:
     std::vector<int8_t> act_q_;
     std::vector<float> act_d_, act_ds_, act_ds2_;
     std::vector<uint16_t> act_bf_;  // bf16 pairs: the activations rounded to bf16
-    struct GemmTask {
-        const Product* p;
-        size_t g0, g1;
-    };
-    std::vector<GemmTask> tasks_;
-    // Decode products: each thread's run of pairs of groups, [front, back) packed in 32 bits
-    // each, on a cache line of its own (see matmuls).
+    // Products: each thread's run of pairs of groups, [front, back) packed in 32 bits
+    // each, on a cache line of its own (see split_products).
     struct alignas(64) Run {
         std::atomic<uint64_t> span{0};
     };
