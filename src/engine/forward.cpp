@@ -157,14 +157,18 @@ void CpuForward::matmuls(std::initializer_list<Product> products, const float* x
         a.g1 = g1;
         (k0 == 3 ? k_.gemm_bf16 : k_.gemm_int8)(a);
     };
-    if (pool_.size() == 1) {
-        for (const Product& p : products) gemm(p, 0, p.w->rows / kernels::kGroupRows);
-        return;
-    }
     // Prefill takes pieces of at most about 256 KiB of weights, which stay in L2 while every
     // 64-token chunk of the activations passes over them.
     const size_t unit_bytes = 2 * kernels::kGroupRows * products.begin()->w->row_bytes;
-    split_products(products, gemm, n_tok == 1 ? UINT32_MAX : uint32_t(std::max<size_t>(1, (size_t(256) << 10) / unit_bytes)));
+    const uint32_t cap = n_tok == 1 ? UINT32_MAX : uint32_t(std::max<size_t>(1, (size_t(256) << 10) / unit_bytes));
+    if (pool_.size() == 1) {
+        for (const Product& p : products) {
+            const size_t groups = p.w->rows / kernels::kGroupRows;
+            for (size_t g = 0; g < groups; g += 2 * size_t(cap)) gemm(p, g, std::min(groups, g + 2 * size_t(cap)));
+        }
+        return;
+    }
+    split_products(products, gemm, cap);
 }
 
 namespace {
