@@ -189,32 +189,22 @@ bool take_units(std::atomic<uint64_t>& span, bool front, uint32_t cap, uint32_t&
 }
 }  // namespace
 
-// Each thread owns one contiguous run of the products' pairs of groups (the unit of the one-token
-// kernels and of the prefill tiles), so that it streams its weights in one sequential pass (0.5b
-// Q8_0 decoded 48.4 tok/s so, against 47.6 with 2 ranges per thread and 46.1 with 8), and takes
-// pieces of it from the front, at most `cap` pairs at a time; a thread that has finished its own
-// run takes pieces from the back of the run with the most left. Threads that run at different
-// speeds (a shared machine's other tenants, two cores at different distances from memory) then
-// finish together: with fixed halves each waited for the other 6-7% of a 0.5b decode step.
-// Which thread computes a row changes nothing in it.
-template <typename Gemm>
-void CpuForward::split_products(std::initializer_list<Product> products, const Gemm& gemm, uint32_t cap) {
-    unit_start_.assign(1, 0);
-    for (const Product& p : products) unit_start_.push_back(unit_start_.back() + (p.w->rows / kernels::kGroupRows + 1) / 2);
-    const size_t units = unit_start_.back(), n_runs = size_t(pool_.size());
+// Each thread owns one contiguous run of the units (in the products, pairs of row groups: the unit
+// of the one-token kernels and of the prefill tiles), so that it streams its weights in one
+// sequential pass (0.5b Q8_0 decoded 48.4 tok/s so, against 47.6 with 2 ranges per thread and
+// 46.1 with 8), and takes pieces of it from the front, at most `cap` units at a time; a thread
+// that has finished its own run takes pieces from the back of the run with the most left.
+// Threads that run at different speeds (a shared machine's other tenants, two cores at different
+// distances from memory) then finish together: with fixed halves each waited for the other 6-7%
+// of a 0.5b decode step. Calls fn(u0, u1, thread) for each piece.
+template <typename Fn>
+void CpuForward::split_runs(size_t units, uint32_t cap, const Fn& fn) {
+    const size_t n_runs = size_t(pool_.size());
     for (size_t r = 0; r < n_runs; ++r)
         runs_[r].span.store(uint64_t(units * (r + 1) / n_runs) << 32 | (units * r / n_runs), std::memory_order_relaxed);
-    const auto compute = [&](uint32_t u0, uint32_t u1) {
-        for (size_t i = 0; i < products.size(); ++i) {
-            const Product& p = products.begin()[i];
-            const size_t s = unit_start_[i], e = unit_start_[i + 1];
-            if (u1 <= s || u0 >= e) continue;
-            gemm(p, 2 * (std::max<size_t>(u0, s) - s), std::min(2 * (std::min<size_t>(u1, e) - s), p.w->rows / kernels::kGroupRows));
-        }
-    };
-    pool_.run(int(n_runs), [&](int own, int) {
+    pool_.run(int(n_runs), [&](int own, int thread) {
         uint32_t u0, u1;
-        while (take_units(runs_[size_t(own)].span, true, cap, u0, u1)) compute(u0, u1);
+        while (take_units(runs_[size_t(own)].span, true, cap, u0, u1)) fn(u0, u1, thread);
         for (;;) {
             size_t most = 0, from = n_runs;
             for (size_t r = 0; r < n_runs; ++r) {
@@ -223,7 +213,23 @@ void CpuForward::split_products(std::initializer_list<Product> products, const G
                 if (left > most) most = left, from = r;
             }
             if (from == n_runs) break;
-            if (take_units(runs_[from].span, false, cap, u0, u1)) compute(u0, u1);
+            if (take_units(runs_[from].span, false, cap, u0, u1)) fn(u0, u1, thread);
+        }
+    });
+}
+
+// The products' pairs of row groups numbered one after the other, split by split_runs. Which
+// thread computes a row changes nothing in it.
+template <typename Gemm>
+void CpuForward::split_products(std::initializer_list<Product> products, const Gemm& gemm, uint32_t cap) {
+    unit_start_.assign(1, 0);
+    for (const Product& p : products) unit_start_.push_back(unit_start_.back() + (p.w->rows / kernels::kGroupRows + 1) / 2);
+    split_runs(unit_start_.back(), cap, [&](uint32_t u0, uint32_t u1, int) {
+        for (size_t i = 0; i < products.size(); ++i) {
+            const Product& p = products.begin()[i];
+            const size_t s = unit_start_[i], e = unit_start_[i + 1];
+            if (u1 <= s || u0 >= e) continue;
+            gemm(p, 2 * (std::max<size_t>(u0, s) - s), std::min(2 * (std::min<size_t>(u1, e) - s), p.w->rows / kernels::kGroupRows));
         }
     });
 }
@@ -231,10 +237,8 @@ void CpuForward::split_products(std::initializer_list<Product> products, const G
 void CpuForward::matmul_float(const Weight& w, const float* x, size_t n_tok, float* y) {
     const size_t rows = w.rows;
     const size_t per_thread = scratch_.size() / size_t(pool_.size());
-    // Enough tasks to balance threads that run at different speeds, each still a few rows.
-    const size_t n_tasks = std::min<size_t>(std::max<size_t>(rows / 16, 1), size_t(pool_.size()) * 8);
     const auto fn = k_.matmul[type_index(w.type)];
-    pool_.run(int(n_tasks), [&](int task, int thread) {
+    const auto product = [&](size_t row0, size_t row1, int thread) {
         kernels::MatmulArgs a{};
         a.w = w.data;
         a.row_bytes = w.row_bytes;
@@ -244,11 +248,20 @@ void CpuForward::matmul_float(const Weight& w, const float* x, size_t n_tok, flo
         a.n_tok = n_tok;
         a.y = y;
         a.ldy = rows;
-        a.row0 = rows * size_t(task) / n_tasks;
-        a.row1 = rows * size_t(task + 1) / n_tasks;
+        a.row0 = row0;
+        a.row1 = row1;
         a.scratch = scratch_.data() + size_t(thread) * per_thread;
         fn(a);
-    });
+    };
+    if (n_tok == 1 && pool_.size() > 1) {
+        // Decode: runs of 16-row units, one per thread, as the packed products (AVX2, 0.5b Q8_0,
+        // three alternating rounds: see docs/PERFORMANCE.md, stop 28).
+        split_runs((rows + 15) / 16, UINT32_MAX, [&](uint32_t u0, uint32_t u1, int thread) { product(16 * size_t(u0), std::min(rows, 16 * size_t(u1)), thread); });
+        return;
+    }
+    // Prefill: enough tasks to balance threads that run at different speeds, each still a few rows.
+    const size_t n_tasks = std::min<size_t>(std::max<size_t>(rows / 16, 1), size_t(pool_.size()) * 8);
+    pool_.run(int(n_tasks), [&](int task, int thread) { product(rows * size_t(task) / n_tasks, rows * size_t(task + 1) / n_tasks, thread); });
 }
 
 // RoPE on row t of the queries and of the keys, with one evaluation of the position's angles

@@ -110,6 +110,8 @@ private:
     };
     void matmul(const Weight& w, const float* x, size_t n_tok, float* y);
     void matmuls(std::initializer_list<Product> products, const float* x, size_t n_tok);
+    template <typename Fn>
+    void split_runs(size_t units, uint32_t cap, const Fn& fn);
     template <typename Gemm>
     void split_products(std::initializer_list<Product> products, const Gemm& gemm, uint32_t cap);
     void matmul_float(const Weight& w, const float* x, size_t n_tok, float* y);
@@ -159,7 +161,7 @@ private:
     std::vector<float> act_d_, act_ds_, act_ds2_;
     std::vector<uint16_t> act_bf_;  // bf16 pairs: the activations rounded to bf16
     // Products: each thread's run of pairs of groups, [front, back) packed in 32 bits
-    // each, on a cache line of its own (see split_products).
+    // each, on a cache line of its own (see split_runs).
     struct alignas(64) Run {
         std::atomic<uint64_t> span{0};
     };
