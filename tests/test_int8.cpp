@@ -72,8 +72,8 @@ TEST_P(Int8Gemm, MatchesScalarTwinAndUnpackedWeights) {
         const auto wf = test::random_floats(rows * cols, cols * 3 + 1);
         for (size_t r = 0; r < rows; ++r) quantize_row(type, wf.data() + r * cols, w.data() + r * rb, cols);
         std::vector<uint8_t> packed(kernels::packed_bytes(type, rows, cols));
-        kernels::pack_groups(type, w.data(), rb, cols, 0, 1, packed.data());  // in two calls, as threads do
-        kernels::pack_groups(type, w.data(), rb, cols, 1, rows / 16, packed.data());
+        kernels::pack_groups(type, w.data(), rb, rows, cols, 0, 1, packed.data());  // in two calls, as threads do
+        kernels::pack_groups(type, w.data(), rb, rows, cols, 1, rows / 16, packed.data());
 
         // 1, 3, 13 and 70 tokens (across the 64-token chunk): over three row groups, tiles of two
         // groups x 6, 4, 2, 1 tokens and of the odd group x 8, 4, 2, 1.
@@ -85,7 +85,7 @@ TEST_P(Int8Gemm, MatchesScalarTwinAndUnpackedWeights) {
                 kernels::quantize_acts_ref(x.data() + t * cols, cols, xq.q.data() + t * cols, xq.d.data() + t * nb, xq.ds.data() + t * nb,
                                            xq.ds2.data() + 2 * t * nb);
             std::vector<float> y_ref(n_tok * rows, NAN);
-            kernels::GemmArgs a{type, packed.data(), cols, xq.view(cols), nullptr, nullptr, 0, n_tok, y_ref.data(), rows, 0, rows / 16};
+            kernels::GemmArgs a{type, packed.data(), cols, xq.view(cols), nullptr, nullptr, 0, n_tok, y_ref.data(), rows, 0, rows / 16, rows / 16};
             kernels::gemm_ref(a);
 
             for (const auto* k : int8_targets()) {
@@ -93,6 +93,16 @@ TEST_P(Int8Gemm, MatchesScalarTwinAndUnpackedWeights) {
                 a.y = y.data();
                 k->gemm_int8(a);
                 ASSERT_EQ(y, y_ref) << k->name << " cols " << cols << " tokens " << n_tok;
+                // In pieces, as the threads take them: the pair (groups 0 and 1, interleaved
+                // but for Q8_0), then the last group alone.
+                std::vector<float> by_piece(n_tok * rows, NAN);
+                kernels::GemmArgs piece = a;
+                piece.y = by_piece.data();
+                piece.g0 = 0, piece.g1 = 2;
+                k->gemm_int8(piece);
+                piece.g0 = 2, piece.g1 = 3;
+                k->gemm_int8(piece);
+                ASSERT_EQ(by_piece, y_ref) << k->name << " in pieces, cols " << cols << " tokens " << n_tok;
             }
 
             // The twin against unpacked weights. With xd the dequantised activations, the float
@@ -141,7 +151,7 @@ std::vector<const kernels::CpuKernels*> and_twin(std::vector<const kernels::CpuK
 kernels::GemmArgs whole_product(TensorType type, const std::vector<uint8_t>& packed, size_t rows, size_t cols, size_t n_tok, float* y) {
     kernels::GemmArgs a{};
     a.type = type, a.w = packed.data(), a.cols = cols, a.tok0 = 0, a.tok1 = n_tok;
-    a.y = y, a.ldy = rows, a.g0 = 0, a.g1 = rows / 16;
+    a.y = y, a.ldy = rows, a.g0 = 0, a.g1 = rows / 16, a.n_groups = rows / 16;
     return a;
 }
 
@@ -163,7 +173,7 @@ TEST_P(PackedFloatGemm, MatchesUnpackedWeights) {
         for (size_t r = 0; r < rows; ++r) quantize_row(type, wf.data() + r * cols, w.data() + r * rb, cols);
         std::vector<uint8_t> packed(kernels::packed_bytes(type, rows, cols));
         ASSERT_EQ(packed.size(), w.size());
-        kernels::pack_groups(type, w.data(), rb, cols, 0, rows / 16, packed.data());
+        kernels::pack_groups(type, w.data(), rb, rows, cols, 0, rows / 16, packed.data());
         for (const size_t n_tok : {1u, 3u, 15u, 27u, 70u}) {
             const auto x = test::random_floats(n_tok * cols, cols * 3 + n_tok, -2.0f, 2.0f);
             const double gamma = gamma_n(cols);
@@ -252,8 +262,8 @@ TEST_P(PackedBf16Gemm, MatchesUnpackedWeights) {
         const auto wf = test::random_floats(rows * cols, cols + 7);
         for (size_t r = 0; r < rows; ++r) quantize_row(type, wf.data() + r * cols, w.data() + r * rb, cols);
         std::vector<uint8_t> packed(kernels::packed_bytes(type, rows, cols));
-        kernels::pack_bf16_pairs(type, w.data(), rb, cols, 0, 1, packed.data());  // in two calls, as threads do
-        kernels::pack_bf16_pairs(type, w.data(), rb, cols, 1, rows / 16, packed.data());
+        kernels::pack_bf16_pairs(type, w.data(), rb, rows, cols, 0, 1, packed.data());  // in two calls, as threads do
+        kernels::pack_bf16_pairs(type, w.data(), rb, rows, cols, 1, rows / 16, packed.data());
         std::vector<float> wrow(rows * cols), wb(rows * cols);
         for (size_t r = 0; r < rows; ++r) dequantize_row(type, w.data() + r * rb, wrow.data() + r * cols, cols);
         for (size_t i = 0; i < wb.size(); ++i) wb[i] = bf16_to_fp32(fp32_to_bf16(wrow[i]));

@@ -87,7 +87,7 @@ void CpuForward::pack_weights() {
         const size_t groups = w->rows / kernels::kGroupRows;
         const int n_tasks = int(std::min<size_t>(groups, size_t(pool_.size()) * 4));
         pool_.run(n_tasks, [&](int task, int) {
-            pack(w->type, w->data, w->row_bytes, w->cols, groups * size_t(task) / size_t(n_tasks), groups * size_t(task + 1) / size_t(n_tasks),
+            pack(w->type, w->data, w->row_bytes, w->rows, w->cols, groups * size_t(task) / size_t(n_tasks), groups * size_t(task + 1) / size_t(n_tasks),
                  pk.bytes);
         });
     }
@@ -155,6 +155,7 @@ void CpuForward::matmuls(std::initializer_list<Product> products, const float* x
         a.ldy = w.rows;
         a.g0 = g0;
         a.g1 = g1;
+        a.n_groups = w.rows / kernels::kGroupRows;
         (k0 == 3 ? k_.gemm_bf16 : k_.gemm_int8)(a);
     };
     // Prefill takes pieces of at most about 256 KiB of weights, which stay in L2 while every

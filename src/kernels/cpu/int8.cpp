@@ -11,8 +11,6 @@
 namespace celer::kernels {
 namespace {
 
-constexpr size_t data_bytes(TensorType t) { return t == TensorType::Q8_0 ? 512 : t == TensorType::Q5_0 ? 320 : 256; }
-constexpr size_t group_block_bytes(TensorType t) { return 2 * kGroupRows + data_bytes(t); }
 constexpr float weight_offset(TensorType t) { return t == TensorType::Q8_0 ? 128.0f : t == TensorType::Q5_0 ? 16.0f : 8.0f; }
 
 // The packed layouts are written a word at a time; their byte order is the little-endian one.
@@ -73,9 +71,10 @@ void pack_scales_mins(const Block& blk, size_t r, uint8_t* out) {
     for (int j = 0; j < 8; ++j) unpack_scale_min_k4(j, blk.scales, out[64 + 16 * j + r], out[192 + 16 * j + r]);
 }
 
-// One group's super-block record (layout in int8.h).
-void pack_k_record(TensorType t, const uint8_t* src, size_t row_bytes, size_t g, size_t sb, uint8_t* out) {
-    const size_t hdr = k_header_bytes(t), sub = k_sub_bytes(t);
+// Group g's super-block record sb (layout in int8.h) into the packed tensor `packed` of n_groups
+// groups.
+void pack_k_record(TensorType t, const uint8_t* src, size_t row_bytes, size_t n_groups, size_t nsb, size_t g, size_t sb, uint8_t* packed) {
+    uint8_t* out = packed + packed_header_offset(t, n_groups, nsb, g, sb);
     for (size_t r = 0; r < kGroupRows; ++r) {
         if (t == TensorType::Q6_K) {
             const auto& blk = k_block<BlockQ6_K>(src, row_bytes, g, r, sb);
@@ -88,7 +87,7 @@ void pack_k_record(TensorType t, const uint8_t* src, size_t row_bytes, size_t g,
         }
     }
     for (size_t j = 0; j < 8; ++j) {
-        uint8_t* dst = out + hdr + sub * j;
+        uint8_t* dst = packed + packed_sub_offset(t, n_groups, nsb, g, sb, j);
         if (t == TensorType::Q4_K) {
             // Sub-block j's weight l is nibble j % 2 of qs[32 (j / 2) + l].
             pack_sub_block([&](size_t r, uint8_t* v) {
@@ -118,36 +117,37 @@ bool int8_packable(TensorType t, size_t rows, size_t cols) {
 size_t packed_bytes(TensorType t, size_t rows, size_t cols) {
     if (is_k_quant(t)) return rows / kGroupRows * (cols / 256) * k_record_bytes(t);
     if (is_packed_float(t)) return rows * cols * 2;
-    return rows / kGroupRows * (cols / kActBlock) * group_block_bytes(t);
+    return rows / kGroupRows * (cols / kActBlock) * packed_block_bytes(t);
 }
 
-void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols, size_t g0, size_t g1, uint8_t* dst) {
+void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t rows, size_t cols, size_t g0, size_t g1, uint8_t* dst) {
     if (is_packed_float(t)) {
         // Column c of group g: the 16 rows' halves at (g * cols + c) * 16, written 32 bytes at a
         // time (a row at a time wrote 2 bytes every 32).
         auto* out = reinterpret_cast<uint16_t*>(dst);
         for (size_t g = g0; g < g1; ++g) {
-            const uint16_t* rows[kGroupRows];
-            for (size_t r = 0; r < kGroupRows; ++r) rows[r] = reinterpret_cast<const uint16_t*>(src + (g * kGroupRows + r) * row_bytes);
+            const uint16_t* in[kGroupRows];
+            for (size_t r = 0; r < kGroupRows; ++r) in[r] = reinterpret_cast<const uint16_t*>(src + (g * kGroupRows + r) * row_bytes);
             for (size_t c = 0; c < cols; ++c)
-                for (size_t r = 0; r < kGroupRows; ++r) out[(g * cols + c) * kGroupRows + r] = rows[r][c];
+                for (size_t r = 0; r < kGroupRows; ++r) out[(g * cols + c) * kGroupRows + r] = in[r][c];
         }
         return;
     }
     if (is_k_quant(t)) {
         const size_t nsb = cols / 256;
         for (size_t g = g0; g < g1; ++g)
-            for (size_t sb = 0; sb < nsb; ++sb) pack_k_record(t, src, row_bytes, g, sb, dst + (g * nsb + sb) * k_record_bytes(t));
+            for (size_t sb = 0; sb < nsb; ++sb) pack_k_record(t, src, row_bytes, rows / kGroupRows, nsb, g, sb, dst);
         return;
     }
-    const size_t nb = cols / kActBlock, gbb = group_block_bytes(t);
+    const size_t nb = cols / kActBlock;
     for (size_t g = g0; g < g1; ++g) {
         for (size_t b = 0; b < nb; ++b) {
-            uint8_t* out = dst + (g * nb + b) * gbb;
+            uint8_t* out = dst + packed_header_offset(t, rows / kGroupRows, nb, g, b);
+            uint8_t* sub = dst + packed_sub_offset(t, rows / kGroupRows, nb, g, b, 0);
             uint64_t masks[8] = {};  // Q5_0: bit 4r + j of mask k (4 + k) is the fifth bit of row r's weight 4k + j (16 + 4k + j)
             for (size_t r = 0; r < kGroupRows; ++r) {
                 const uint8_t* row = src + (g * kGroupRows + r) * row_bytes;
-                uint8_t* data = out + 2 * kGroupRows + 4 * r;
+                uint8_t* data = sub + 4 * r;
                 if (t == TensorType::Q8_0) {
                     const auto* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
                     std::memcpy(out + 2 * r, &blk->d, 2);
@@ -168,12 +168,12 @@ void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols
                     }
                 }
             }
-            if (t == TensorType::Q5_0) std::memcpy(out + 2 * kGroupRows + 256, masks, 64);
+            if (t == TensorType::Q5_0) std::memcpy(sub + 256, masks, 64);
         }
     }
 }
 
-void pack_bf16_pairs(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols, size_t g0, size_t g1, uint8_t* dst) {
+void pack_bf16_pairs(TensorType t, const uint8_t* src, size_t row_bytes, size_t /*rows*/, size_t cols, size_t g0, size_t g1, uint8_t* dst) {
     // F16 to BF16 by a table of every half (128 KiB, the same rounding as converting each).
     static const std::vector<uint16_t> to_bf16 = [] {
         std::vector<uint16_t> v(65536);
@@ -240,12 +240,12 @@ void gemm_ref_k(const GemmArgs& a) {
             for (size_t tok = a.tok0; tok < a.tok1; ++tok) {
                 float acc = 0;
                 for (size_t sb = 0; sb < nsb; ++sb) {
-                    const uint8_t* rec = a.w + (g * nsb + sb) * k_record_bytes(t);
+                    const uint8_t* rec = a.w + packed_header_offset(t, a.n_groups, nsb, g, sb);
                     uint16_t dh, mh;
                     std::memcpy(&dh, rec + 2 * r, 2);
                     std::memcpy(&mh, rec + 32 + 2 * r, 2);
                     for (size_t j = 0; j < 8; ++j) {
-                        const uint8_t* sub = rec + k_header_bytes(t) + k_sub_bytes(t) * j;
+                        const uint8_t* sub = a.w + packed_sub_offset(t, a.n_groups, nsb, g, sb, j);
                         const int8_t* xq = a.x.q + tok * a.cols + (sb * 8 + j) * kActBlock;
                         int32_t udot[2] = {0, 0};
                         for (size_t i = 0; i < kActBlock; ++i) udot[i / 16] += int32_t(sub_block_value(sub, bits, r, i)) * xq[i];
@@ -308,17 +308,16 @@ void gemm_ref(const GemmArgs& a) {
                 }
         return;
     }
-    const size_t nb = a.cols / kActBlock, gbb = group_block_bytes(a.type);
+    const size_t nb = a.cols / kActBlock;
     const float off = weight_offset(a.type);
     for (size_t g = a.g0; g < a.g1; ++g) {
         for (size_t r = 0; r < kGroupRows; ++r) {
             for (size_t t = a.tok0; t < a.tok1; ++t) {
                 float acc = 0;
                 for (size_t b = 0; b < nb; ++b) {
-                    const uint8_t* blk = a.w + (g * nb + b) * gbb;
                     uint16_t dh;
-                    std::memcpy(&dh, blk + 2 * r, 2);
-                    const uint8_t* data = blk + 2 * kGroupRows;
+                    std::memcpy(&dh, a.w + packed_header_offset(a.type, a.n_groups, nb, g, b) + 2 * r, 2);
+                    const uint8_t* data = a.w + packed_sub_offset(a.type, a.n_groups, nb, g, b, 0);
                     const int8_t* xq = a.x.q + t * a.cols + b * kActBlock;
                     int32_t udot = 0;
                     for (size_t i = 0; i < kActBlock; ++i) {

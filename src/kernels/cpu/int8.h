@@ -4,9 +4,8 @@
 // accumulate in the lanes of one register: no horizontal sums, and each weight register is
 // reused by every token of a prefill tile.
 //
-// Packed layout, per group g of 16 rows and per 32-column block b (group-major, so one group is
-// one sequential stream):
-//   uint16 d[16]          the rows' fp16 block scales
+// Packed layout, per group g of 16 rows and per 32-column block b:
+//   uint16 d[16]          the rows' fp16 block scales (the block's header)
 //   data                  chunk k holds bytes 4k..4k+3 of every row: byte 64k + 4r + j
 //     Q8_0 (512 bytes):   k = 0..7, stored as q + 128 (unsigned)
 //     Q4_0 (256 bytes):   k = 0..3, the block's own qs bytes: low nibble weight 4k+j,
@@ -27,6 +26,15 @@
 // So dot = sum_j (d sc_j) (dx udot_j) - (dmin m_j) ds_j, and for Q6_K per 16-column half h:
 // (d sc_h) (dx udot_h - 32 ds2_h). 2368 / 2880 / 3360 bytes per 16 rows, the file's 2304 /
 // 2816 / 3360.
+// Groups go by pairs, the unit the kernels read. Except in Q8_0 (packed_pairs_interleaved),
+// groups 2p and 2p + 1 lie together block by block: the two headers, then the two data parts
+// (for K-quants per sub-block: sub-block j of the first group, then of the second), so that a
+// pair is one sequential stream whose vector loads start on cache lines. A tensor's last group,
+// when it has an odd number, lies alone, its blocks one after the other, as every Q8_0 group
+// does. Group g's bytes start at g x (its blocks' bytes) either way (packed_header_offset,
+// packed_sub_offset). A Q4_0 decode kernel alone on a Zen 5 (2 threads, 256 MiB of weights):
+// 49 GB/s with each group a stream of its own (a pair's two 8 KiB apart, every other block's
+// loads across two cache lines), 63-73 with one stream per pair, what a plain sum reads.
 // F16 and BF16 weights are packed too, but stay floats: per group, column by column, the 16
 // rows' values side by side (32 bytes per column, the file's bytes). A tile then loads one
 // column of 16 rows, widens it to one register and multiplies it by each token's broadcast
@@ -81,15 +89,42 @@ struct ActsQ8 {
     size_t cols;
 };
 
+// The int8 formats' blocks in the packed layout: a header (block scales; K-quant records' scales
+// and mins) and `subs` sub-blocks of 32 columns (Q8_0 / Q4_0 / Q5_0: one block is one sub-block).
+constexpr size_t packed_header_bytes(TensorType t) { return is_k_quant(t) ? k_header_bytes(t) : 2 * kGroupRows; }
+constexpr size_t packed_sub_bytes(TensorType t) {
+    return is_k_quant(t) ? k_sub_bytes(t) : t == TensorType::Q8_0 ? 512 : t == TensorType::Q5_0 ? 320 : 256;
+}
+constexpr size_t packed_subs(TensorType t) { return is_k_quant(t) ? 8 : 1; }
+constexpr size_t packed_block_bytes(TensorType t) { return packed_header_bytes(t) + packed_subs(t) * packed_sub_bytes(t); }
+// Whether pairs of groups interleave their blocks. Q8_0's do not: each group of a pair is a stream
+// of its own, its blocks one after the other (decode of the 1.5b Q8_0 shape on a Zen 5, 2 threads,
+// four alternating rounds: 30.3-33.7 tok/s so, 27.2-30.0 interleaved; the 0.5b 86-107 against
+// 80-100, lower in 5 rounds of 6), where Q4_0 decode gained 10-34% from the interleaving.
+constexpr bool packed_pairs_interleaved(TensorType t) { return t != TensorType::Q8_0; }
+// Byte offsets, in a packed int8 tensor of n_groups groups and `blocks` blocks per row, of group
+// g's header of block b and of its sub-block j there: a pair's blocks interleaved, a last odd
+// group alone.
+constexpr size_t packed_header_offset(TensorType t, size_t n_groups, size_t blocks, size_t g, size_t b) {
+    const size_t bb = packed_block_bytes(t), base = (g & ~size_t(1)) * blocks * bb;
+    if (!packed_pairs_interleaved(t) || (g | 1) >= n_groups) return g * blocks * bb + b * bb;
+    return base + 2 * b * bb + (g & 1) * packed_header_bytes(t);
+}
+constexpr size_t packed_sub_offset(TensorType t, size_t n_groups, size_t blocks, size_t g, size_t b, size_t j) {
+    const size_t bb = packed_block_bytes(t), base = (g & ~size_t(1)) * blocks * bb;
+    if (!packed_pairs_interleaved(t) || (g | 1) >= n_groups) return g * blocks * bb + b * bb + packed_header_bytes(t) + j * packed_sub_bytes(t);
+    return base + 2 * b * bb + 2 * packed_header_bytes(t) + (2 * j + (g & 1)) * packed_sub_bytes(t);
+}
+
 // Weight types with a packed int8 path, and whether a weight of this shape can use it.
 bool int8_packable(TensorType t, size_t rows, size_t cols);
 size_t packed_bytes(TensorType t, size_t rows, size_t cols);
 // Repacks rows [g0 * 16, g1 * 16) of a (rows, cols) weight (row stride row_bytes) into `dst`,
 // which holds the whole packed tensor.
-void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols, size_t g0, size_t g1, uint8_t* dst);
+void pack_groups(TensorType t, const uint8_t* src, size_t row_bytes, size_t rows, size_t cols, size_t g0, size_t g1, uint8_t* dst);
 // The same for bf16 column pairs, from F16 (rounded to nearest even) or BF16 rows; packed_bytes
 // holds for it too.
-void pack_bf16_pairs(TensorType t, const uint8_t* src, size_t row_bytes, size_t cols, size_t g0, size_t g1, uint8_t* dst);
+void pack_bf16_pairs(TensorType t, const uint8_t* src, size_t row_bytes, size_t rows, size_t cols, size_t g0, size_t g1, uint8_t* dst);
 
 // y[t * ldy + r] for tokens [tok0, tok1) and rows of groups [g0, g1).
 struct GemmArgs {
@@ -102,7 +137,10 @@ struct GemmArgs {
     size_t tok0, tok1;
     float* y;
     size_t ldy;
+    // Row groups [g0, g1) of a tensor of n_groups. The int8 formats go by pairs of groups: g0
+    // even, and g1 even or n_groups.
     size_t g0, g1;
+    size_t n_groups;
 };
 
 // Scalar twins, the oracle the SIMD versions are tested against. quantize_acts_ref rounds half
