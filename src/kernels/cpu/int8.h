@@ -99,8 +99,8 @@ constexpr size_t packed_subs(TensorType t) { return is_k_quant(t) ? 8 : 1; }
 constexpr size_t packed_block_bytes(TensorType t) { return packed_header_bytes(t) + packed_subs(t) * packed_sub_bytes(t); }
 // Whether pairs of groups interleave their blocks. Q8_0's do not: each group of a pair is a stream
 // of its own, its blocks one after the other (decode of the 1.5b Q8_0 shape on a Zen 5, 2 threads,
-// four alternating rounds: 30.3-33.7 tok/s so, 27.2-30.0 interleaved; the 0.5b 86-107 against
-// 80-100, lower in 5 rounds of 6), where Q4_0 decode gained 10-34% from the interleaving.
+// four alternating rounds: 30.3-33.7 tok/s so, 27.2-30.0 interleaved; the 0.5b lower in 5
+// rounds of 6, medians 89.4 against 84.7), where Q4_0 decode gained 10-34% from the interleaving.
 constexpr bool packed_pairs_interleaved(TensorType t) { return t != TensorType::Q8_0; }
 // Byte offsets, in a packed int8 tensor of n_groups groups and `blocks` blocks per row, of group
 // g's header of block b and of its sub-block j there: a pair's blocks interleaved, a last odd
