@@ -327,7 +327,7 @@ TEST(Attention, EveryTargetMatchesScalar) {
     using kernels::KvElem;
     for (auto name : kernels::available_targets()) {
         const auto& k = kernels::select_kernels(name);
-        for (const size_t n_q : {1u, 6u, 7u}) {
+        for (const size_t n_q : {1u, 4u, 5u, 6u, 7u, 8u}) {
             for (const size_t hd : {8u, 64u, 80u, 128u}) {
                 for (const size_t n_keys : {1u, 63u, 64u, 65u, 300u}) {
                     for (const size_t n_tok : {1u, 5u}) {
@@ -339,6 +339,9 @@ TEST(Attention, EveryTargetMatchesScalar) {
                         if (k_cols && elem == KvElem::F32) continue;
                         if (v_q4 && !(elem == KvElem::Q8_0 && k_cols)) continue;  // Q4_0 values come with Q8_0 keys by dimension
                         if (cap != SIZE_MAX && n_tok == 1) continue;
+                        // GQA groups of 4, 5 and 8 heads (Llama 3 8B, Qwen2.5 14B and 32B, 3B):
+                        // the integer cache's one-token kernel, built per group size.
+                        if ((n_q == 4 || n_q == 5 || n_q == 8) && !(elem == KvElem::Q8_0 && k_cols)) continue;
                         if (elem == KvElem::Q8_0 && hd % 32) continue;
                         const TensorType tt = elem == KvElem::F32 ? TensorType::F32 : elem == KvElem::F16 ? TensorType::F16 : TensorType::Q8_0;
                         const size_t keys = n_keys + n_tok - 1, rows = n_tok * n_q;
